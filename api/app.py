@@ -1,0 +1,87 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import tickets
+from api.errors import error_body, install_error_handlers
+from api.routing import include_project_router
+from core.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+class BodySizeLimit:
+    """Answer 413 before reading more than `limit` bytes (Content-Length or streamed)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._reject(scope, receive, send, limit)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(scope, receive, send, limit)
+
+    def limit_for(self, path: str) -> int:
+        # Raw email may carry 20 attachments of up to 10 MB each.
+        if path.startswith("/webhooks/email/"):
+            return 25 * 1024 * 1024
+        return self.limit
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = JSONResponse(
+            error_body("invalid_request", "too_large", f"Request body is larger than {limit} bytes."), status_code=413
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="ticketwire",
+        version="0.1.0",
+        description="A multichannel support inbox back end with PostHog's conversations API.",
+    )
+    install_error_handlers(app)
+    include_project_router(app, tickets.router)
+    _include_optional_routers(app)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def _include_optional_routers(app: FastAPI) -> None:
+    """Routers that live in their own modules (ops, webhooks, integrations, …)."""
+    from api import registry
+
+    for mount in registry.ROUTERS:
+        mount(app)

@@ -1,0 +1,144 @@
+"""The `ticketwire` command: processes (serve, worker, scheduler, smtp, dev), migrate, admin."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import typer
+
+app = typer.Typer(help="ticketwire: a multichannel support inbox back end.", no_args_is_help=True)
+admin = typer.Typer(help="Administration: projects, users, API keys.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+
+
+def _default_port() -> int:
+    return int(os.environ.get("PORT", "8000"))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (DATABASE_URL, default SQLite in var/)."""
+    from core.migrate import migrate as run
+
+    run()
+    typer.echo("migrations applied")
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(None, "--port"),
+          workers: int = typer.Option(1, "--workers")) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port or _default_port(), workers=workers,
+                log_level="info", access_log=False)
+
+
+@app.command()
+def dev(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(None, "--port")) -> None:
+    """All in one process (embedded mode): migrations, API, worker threads and periodic jobs."""
+    import uvicorn
+
+    from core.migrate import migrate as run
+
+    run()
+    os.environ.setdefault("TICKETWIRE_EMBEDDED_WORKERS", "1")
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port or _default_port(), log_level="info")
+
+
+def _print(data: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(data))
+    else:
+        for key, value in data.items():
+            typer.echo(f"{key}: {value}")
+
+
+@admin.command("bootstrap")
+def bootstrap(
+    project_name: str = typer.Option("Demo", "--project-name"),
+    email: str = typer.Option("admin@example.com", "--email"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create (or reuse) a project, a user and an API key with every scope."""
+    from core.db import session_scope
+    from core.migrate import migrate as run
+    from services import accounts
+
+    run()
+    with session_scope() as session:
+        data = accounts.bootstrap(session=session, project_name=project_name, email=email)
+    _print(data, as_json)
+
+
+@admin.command("create-user")
+def create_user(
+    email: str = typer.Option(..., "--email"),
+    project_name: str = typer.Option(None, "--project-name"),
+    first_name: str = typer.Option("", "--first-name"),
+    last_name: str = typer.Option("", "--last-name"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create a user (idempotent by email), optionally as a member of a project."""
+    from core.db import session_scope
+    from services import accounts
+    from services.errors import ServiceError
+
+    try:
+        with session_scope() as session:
+            user = accounts.get_or_create_user(session=session, email=email, first_name=first_name, last_name=last_name)
+            if project_name:
+                project, _ = accounts.get_or_create_project(session=session, name=project_name)
+                accounts.add_member(session=session, project=project, user=user)
+            data = {"user_id": user.id, "uuid": str(user.uuid), "email": user.email}
+    except ServiceError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
+    _print(data, as_json)
+
+
+@admin.command("create-api-key")
+def create_api_key(
+    project_name: str = typer.Option(..., "--project-name"),
+    scopes: str = typer.Option("*", "--scopes"),
+    email: str = typer.Option(None, "--email", help="The key's user (default: the project's first member)."),
+    label: str = typer.Option("", "--label"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create a personal API key limited to one project and the given scopes."""
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from models import ProjectMember, User
+    from services import accounts
+    from services.errors import ServiceError
+
+    try:
+        with session_scope() as session:
+            parsed = accounts.parse_scopes(scopes)
+            project, _ = accounts.get_or_create_project(session=session, name=project_name)
+            if email:
+                user = accounts.get_or_create_user(session=session, email=email)
+            else:
+                user = session.scalar(
+                    select(User).join(ProjectMember, ProjectMember.user_id == User.id)
+                    .where(ProjectMember.project_id == project.id).order_by(User.id).limit(1)
+                ) or accounts.get_or_create_user(session=session, email=f"admin+{project.id}@example.com")
+            accounts.add_member(session=session, project=project, user=user)
+            issued = accounts.create_api_key(session=session, user=user, scopes=parsed, label=label or f"{project_name} key",
+                                             scoped_projects=[project.id])
+            data = {"api_key": issued.secret, "scopes": parsed, "project_id": project.id, "user_id": user.id}
+    except ServiceError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
+    _print(data, as_json)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

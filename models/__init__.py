@@ -1,0 +1,27 @@
+"""SQLAlchemy tables. Import everything here so Alembic and `Base.metadata` see every table."""
+
+from models.account import ApiKey, Project, ProjectMember, Role, RoleMember, User
+from models.base import Base
+from models.delivery import Delivery, EmailConfig, Integration, RawEvent, SavedView
+from models.ticket import Message, Person, PersonDistinctId, Tag, Ticket, TicketTag
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Delivery",
+    "EmailConfig",
+    "Integration",
+    "Message",
+    "Person",
+    "PersonDistinctId",
+    "Project",
+    "ProjectMember",
+    "RawEvent",
+    "Role",
+    "RoleMember",
+    "SavedView",
+    "Tag",
+    "Ticket",
+    "TicketTag",
+    "User",
+]

@@ -1,0 +1,1 @@
+"""Business rules as keyword-only functions over a Session. Only services write business state."""

@@ -1,0 +1,213 @@
+"""Outbound deliveries: claim with a lease, record the outcome, schedule retries, fail loudly.
+
+The database row is the truth about a delivery; the broker only wakes a worker. A claim is
+one conditional UPDATE, so two workers (or a worker and the sweeper) never both send it.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from channels.base import DeliveryResult, DeliveryStatus, OutboundReply
+from core.clock import as_utc, now
+from models import Delivery, Message, Ticket
+from services.dispatch import after_commit
+from services.errors import NotFoundError, ValidationError
+from services.unread import mark_unread_dirty
+
+LEASE = timedelta(seconds=60)
+FIRST_BACKOFF = 15.0
+MAX_BACKOFF = 15 * 60.0
+GIVE_UP_AFTER = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Claim:
+    delivery_id: uuid.UUID
+    channel: str
+    attempt: int
+    # The previous attempt's outcome is unknown (worker died mid-call, or it timed out):
+    # look for an earlier post before sending again.
+    reconcile: bool
+    reply: OutboundReply
+    ticket: dict[str, Any]
+
+
+def backoff_seconds(attempt: int, *, jitter: float = 0.2) -> float:
+    """15 s doubling per attempt, capped at 15 min, ±20 % jitter so retries do not stampede."""
+    base = min(MAX_BACKOFF, FIRST_BACKOFF * (2 ** max(0, attempt - 1)))
+    return base * random.uniform(1 - jitter, 1 + jitter)
+
+
+def _claimable(moment: Any) -> Any:
+    return or_(
+        (Delivery.status == "pending") & (Delivery.next_attempt_at <= moment),
+        (Delivery.status == "sending") & (Delivery.lease_expires_at < moment),
+    )
+
+
+THREAD_FIELDS = (
+    "slack_team_id", "slack_channel_id", "slack_thread_ts", "github_repo", "github_issue_number",
+    "teams_service_url", "teams_conversation_id", "teams_channel_id", "teams_team_id", "teams_tenant_id",
+    "teams_root_activity_id", "email_subject", "email_from", "email_to", "cc_participants", "thread_key",
+    "widget_session_id", "customer_email", "customer_name", "email_config_id", "channel_source",
+)
+
+
+def claim(*, session: Session, delivery_id: uuid.UUID, worker_id: str) -> Claim | None:
+    """Take the delivery for one attempt, or None if it is not due or someone else has it."""
+    moment = now()
+    row = session.get(Delivery, delivery_id)
+    if row is None:
+        return None
+    was_unknown = bool(row.outcome_unknown)
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, _claimable(moment))
+        .values(
+            status="sending",
+            lease_expires_at=moment + LEASE,
+            leased_by=worker_id,
+            attempts=Delivery.attempts + 1,
+            outcome_unknown=True,
+            updated_at=moment,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    session.refresh(row)
+    message = session.get_one(Message, row.message_id)
+    ticket = session.get_one(Ticket, row.ticket_id)
+    message.delivery_status = "sending"
+    thread = {name: getattr(ticket, name) for name in THREAD_FIELDS}
+    thread["email_config_id"] = str(ticket.email_config_id) if ticket.email_config_id else None
+    thread.update(_email_threading(session=session, ticket=ticket, delivery=row))
+    reply = OutboundReply(
+        delivery_id=str(row.id),
+        ticket_id=str(ticket.id),
+        ticket_number=ticket.ticket_number,
+        text=message.content,
+        thread=thread,
+        author_name=message.author_name,
+        rich_content=message.rich_content,
+        attempt=row.attempts,
+        metadata={"project_id": ticket.project_id, "message_id": str(message.id)},
+    )
+    return Claim(row.id, row.channel, row.attempts, was_unknown, reply, thread)
+
+
+def _email_threading(*, session: Session, ticket: Ticket, delivery: Delivery) -> dict[str, Any]:
+    """Message-IDs the email channel threads with: the ticket's earlier messages, oldest first."""
+    if ticket.channel_source != "email":
+        return {}
+    ids = [
+        mid
+        for mid in session.scalars(
+            select(Message.external_id)
+            .where(Message.ticket_id == ticket.id, Message.external_id.is_not(None), Message.id != delivery.message_id)
+            .order_by(Message.created_at)
+        )
+        if mid and mid.startswith("<")
+    ]
+    return {"references": ids[-20:], "in_reply_to": ids[-1] if ids else None}
+
+
+def record_result(*, session: Session, delivery_id: uuid.UUID, result: DeliveryResult) -> float | None:
+    """Store an attempt's outcome. Returns the delay in seconds before the next attempt, if any."""
+    delivery = session.get_one(Delivery, delivery_id)
+    message = session.get_one(Message, delivery.message_id)
+    moment = now()
+    delivery.lease_expires_at = None
+    delivery.leased_by = None
+    delivery.updated_at = moment
+    if result.status == DeliveryStatus.DELIVERED:
+        delivery.status = "sent"
+        delivery.outcome_unknown = False
+        delivery.external_id = result.external_id
+        delivery.sent_at = moment
+        message.delivery_status = "sent"
+        message.delivery_error = None
+        if result.external_id and not message.external_id:
+            message.external_id = f"{delivery.channel}:out:{result.external_id}" if not result.external_id.startswith("<") else result.external_id
+        return None
+    delivery.last_error_code = result.error_code
+    delivery.last_error = result.error_detail
+    created = as_utc(delivery.created_at) or moment
+    if result.status == DeliveryStatus.RETRYABLE and moment - created < GIVE_UP_AFTER:
+        # A timeout may have landed at the vendor: reconcile before the next send.
+        delivery.outcome_unknown = result.error_code in ("timeout", "unknown")
+        delay = max(result.retry_after or 0.0, backoff_seconds(delivery.attempts))
+        delivery.status = "pending"
+        delivery.next_attempt_at = moment + timedelta(seconds=delay)
+        message.delivery_status = "pending"
+        message.delivery_error = _error_text(result)
+        return delay
+    delivery.outcome_unknown = False
+    fail(session=session, delivery=delivery, message=message, reason=_error_text(result) or "delivery failed")
+    return None
+
+
+def _error_text(result: DeliveryResult) -> str | None:
+    if not result.error_code and not result.error_detail:
+        return None
+    if result.error_detail and result.error_code and result.error_code not in result.error_detail:
+        return f"{result.error_code}: {result.error_detail}"
+    return result.error_detail or result.error_code
+
+
+def fail(*, session: Session, delivery: Delivery, message: Message, reason: str) -> None:
+    """A failed delivery is never silent: the message shows it, a system note says it, and
+    the ticket is reopened so someone looks."""
+    from services.replies import add_team_message
+
+    delivery.status = "failed"
+    delivery.next_attempt_at = None
+    message.delivery_status = "failed"
+    message.delivery_error = reason
+    ticket = session.get_one(Ticket, delivery.ticket_id)
+    add_team_message(
+        session=session, ticket=ticket, author=None, is_private=True, author_type="system",
+        content=f"Delivery of a reply through {delivery.channel} failed: {reason}. "
+        "Retry it from the message once the cause is fixed.",
+    )
+    if ticket.status != "open":
+        ticket.status = "open"
+        mark_unread_dirty(session, ticket.project_id)
+
+
+def retry_failed(*, session: Session, ticket: Ticket, message_id: uuid.UUID) -> Message:
+    """POST …/messages/{id}/retry: put a failed delivery back in the queue."""
+    message = session.get(Message, message_id)
+    if message is None or message.ticket_id != ticket.id or message.deleted_at is not None:
+        raise NotFoundError("Not found.", attr="message_id")
+    delivery = session.scalar(select(Delivery).where(Delivery.message_id == message.id))
+    if delivery is None:
+        raise ValidationError("This message has no delivery to retry.", attr="message_id", code="not_deliverable")
+    if delivery.status != "failed":
+        raise ValidationError(f"Only failed deliveries can be retried (this one is {delivery.status}).",
+                              attr="message_id", code="not_failed")
+    moment = now()
+    delivery.status = "pending"
+    delivery.next_attempt_at = moment
+    # A fresh 24 h budget for the retry the team asked for.
+    delivery.created_at = moment
+    delivery.last_error = None
+    delivery.last_error_code = None
+    message.delivery_status = "pending"
+    message.delivery_error = None
+    after_commit(session, "deliver", delivery.id)
+    session.flush()
+    return message
+
+
+def due_deliveries(*, session: Session, limit: int = 500) -> list[uuid.UUID]:
+    """Deliveries that are due but nobody is working on (for the sweeper)."""
+    return list(session.scalars(select(Delivery.id).where(_claimable(now())).order_by(Delivery.next_attempt_at).limit(limit)))
