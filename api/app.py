@@ -83,5 +83,4 @@ def _include_optional_routers(app: FastAPI) -> None:
     """Routers that live in their own modules (ops, webhooks, integrations, …)."""
     from api import registry
 
-    for mount in registry.ROUTERS:
-        mount(app)
+    registry.mount_all(app)

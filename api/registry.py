@@ -1,9 +1,18 @@
-"""Every router the app mounts besides the tickets router, in one explicit list."""
+"""Every router module the app mounts besides tickets, in one explicit list.
+
+Each module exposes `mount(app: FastAPI) -> None`. Add one line per module.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
 from fastapi import FastAPI
 
-ROUTERS: list[Callable[[FastAPI], None]] = []
+ROUTER_MODULES: list[str] = [
+]
+
+
+def mount_all(app: FastAPI) -> None:
+    for name in ROUTER_MODULES:
+        importlib.import_module(name).mount(app)

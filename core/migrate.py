@@ -17,4 +17,5 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def migrate(url: str | None = None) -> None:
-    command.upgrade(alembic_config(url), "head")
+    # "heads": feature migrations branch from the ticket store and Alembic applies them all.
+    command.upgrade(alembic_config(url), "heads")
