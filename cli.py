@@ -48,6 +48,41 @@ def dev(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Optio
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port or _default_port(), log_level="info")
 
 
+@app.command()
+def worker(processes: int = typer.Option(1, "--processes"), threads: int = typer.Option(8, "--threads")) -> None:
+    """Dramatiq worker(s) on Redis (REDIS_URL): ingest, deliver, agent runs."""
+    import signal
+    import subprocess
+    import threading
+
+    children = [
+        subprocess.Popen([sys.executable, "-m", "cli", "worker", "--processes", "1", "--threads", str(threads)])
+        for _ in range(processes - 1)
+    ]
+    import workers.actors  # noqa: F401
+    from workers.broker import make_worker
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    w = make_worker(threads)
+    w.start()
+    typer.echo(f"worker started ({threads} threads)", err=True)
+    stop.wait()
+    w.stop()
+    for child in children:
+        child.terminate()
+
+
+@app.command()
+def scheduler() -> None:
+    """Periodic jobs (sweeper, snooze, purge); one active instance per deployment (Redis lease)."""
+    import workers.actors  # noqa: F401
+    from workers.periodic import Scheduler
+
+    Scheduler().run_forever()
+
+
 def _print(data: dict[str, object], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(data))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -65,12 +67,44 @@ class _TooLarge(Exception):
     pass
 
 
+def _embedded_workers_enabled() -> bool:
+    """Worker threads and periodic jobs inside the web process: the embedded mode (no Redis),
+    unless TICKETWIRE_EMBEDDED_WORKERS=0 (tests that drive workers themselves)."""
+    import os
+
+    return not get_settings().redis_url and os.environ.get("TICKETWIRE_EMBEDDED_WORKERS", "1") != "0"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    import workers.actors  # noqa: F401  (installs the after-commit dispatcher)
+
+    worker = scheduler = None
+    if _embedded_workers_enabled():
+        from workers.broker import make_worker
+        from workers.periodic import Scheduler
+
+        worker = make_worker(threads=4)
+        worker.start()
+        scheduler = Scheduler()
+        scheduler.start_thread()
+        log.info("embedded mode: worker threads and periodic jobs run in this process")
+    try:
+        yield
+    finally:
+        if scheduler is not None:
+            scheduler.stop()
+        if worker is not None:
+            worker.stop()
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
         title="ticketwire",
         version="0.1.0",
         description="A multichannel support inbox back end with PostHog's conversations API.",
+        lifespan=lifespan,
     )
     install_error_handlers(app)
     include_project_router(app, tickets.router)

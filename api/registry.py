@@ -10,6 +10,11 @@ import importlib
 from fastapi import FastAPI
 
 ROUTER_MODULES: list[str] = [
+    "api.ops",
+    "api.webhooks",
+    "api.integrations",
+    "api.parity",
+    "api.identity",
 ]
 
 

@@ -6,6 +6,7 @@ one conditional UPDATE, so two workers (or a worker and the sweeper) never both 
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from dataclasses import dataclass
@@ -41,8 +42,11 @@ class Claim:
 
 
 def backoff_seconds(attempt: int, *, jitter: float = 0.2) -> float:
-    """15 s doubling per attempt, capped at 15 min, ±20 % jitter so retries do not stampede."""
-    base = min(MAX_BACKOFF, FIRST_BACKOFF * (2 ** max(0, attempt - 1)))
+    """15 s doubling per attempt, capped at 15 min, ±20 % jitter so retries do not stampede.
+
+    TICKETWIRE_RETRY_BASE_SECONDS scales the first step (tests and benchmarks shorten it)."""
+    first = float(os.environ.get("TICKETWIRE_RETRY_BASE_SECONDS", FIRST_BACKOFF))
+    base = min(MAX_BACKOFF, first * (2 ** max(0, attempt - 1)))
     return base * random.uniform(1 - jitter, 1 + jitter)
 
 
@@ -211,3 +215,15 @@ def retry_failed(*, session: Session, ticket: Ticket, message_id: uuid.UUID) -> 
 def due_deliveries(*, session: Session, limit: int = 500) -> list[uuid.UUID]:
     """Deliveries that are due but nobody is working on (for the sweeper)."""
     return list(session.scalars(select(Delivery.id).where(_claimable(now())).order_by(Delivery.next_attempt_at).limit(limit)))
+
+
+def defer(*, session: Session, delivery_id: uuid.UUID, seconds: float) -> None:
+    """Give a claimed delivery back unsent (pacing): not an attempt, not an unknown outcome."""
+    delivery = session.get_one(Delivery, delivery_id)
+    delivery.status = "pending"
+    delivery.attempts = max(0, delivery.attempts - 1)
+    delivery.outcome_unknown = False
+    delivery.lease_expires_at = None
+    delivery.next_attempt_at = now() + timedelta(seconds=seconds)
+    message = session.get_one(Message, delivery.message_id)
+    message.delivery_status = "pending"

@@ -70,6 +70,9 @@ def _reset_process_state() -> None:
     settings_module.get_settings.cache_clear()
     db_module.reset_engine()
     cache_module.reset_cache()
+    from services.integrations import clear_adapter_cache
+
+    clear_adapter_cache()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -86,6 +89,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("TICKETWIRE_VAR_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("TICKETWIRE_SECRET_KEY", TEST_SECRET)
     monkeypatch.delenv("REDIS_URL", raising=False)
+    # Tests drive workers themselves (tests/workers, tests/e2e) unless they opt in.
+    monkeypatch.setenv("TICKETWIRE_EMBEDDED_WORKERS", "0")
     _reset_process_state()
     yield url
     _reset_process_state()

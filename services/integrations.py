@@ -1,0 +1,150 @@
+"""Per-project channel integrations: settings, secrets encrypted at rest, adapters built from them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from channels.base import ChannelAdapter
+from channels.errors import ChannelNotConfiguredError
+from channels.registry import CHANNELS, get_spec
+from core.cache import get_cache
+from core.clock import now
+from core.crypto import decrypt_json, encrypt_json
+from core.db import session_scope
+from models import Integration, Project
+from services.errors import NotFoundError, ValidationError
+
+MAX_SETTINGS = 50
+
+
+def _spec(channel: str) -> Any:
+    spec = get_spec(channel)
+    if spec is None:
+        raise NotFoundError(f"Unknown channel '{channel}'. Known: {', '.join(sorted(CHANNELS))}.", attr="channel")
+    return spec
+
+
+def put_integration(*, session: Session, project_id: int, channel: str, values: dict[str, Any]) -> Integration:
+    """Create or update. Secrets left out of the request keep their stored value."""
+    spec = _spec(channel)
+    if not isinstance(values, dict) or len(values) > MAX_SETTINGS:
+        raise ValidationError("The body must be an object of settings.", attr="settings")
+    row = session.scalar(select(Integration).where(Integration.project_id == project_id, Integration.channel == channel))
+    secrets = decrypt_json(row.secrets_enc) if row else {}
+    public = dict(row.settings) if row else {}
+    for key, value in values.items():
+        if key in spec.secret_fields:
+            if value is None or value == "":
+                secrets.pop(key, None)
+            elif not isinstance(value, str):
+                raise ValidationError(f"{key} must be a string.", attr=key)
+            else:
+                secrets[key] = value
+        else:
+            public[key] = value
+    merged = {**public, **secrets}
+    try:  # the adapter's config validates names and types
+        _load_config(spec, merged)
+    except (TypeError, ValueError, ChannelNotConfiguredError) as exc:
+        raise ValidationError(f"Invalid {channel} settings: {exc}", attr="settings") from None
+    if row is None:
+        row = Integration(project_id=project_id, channel=channel, created_at=now())
+        session.add(row)
+    row.settings = public
+    row.secrets_enc = encrypt_json(secrets) if secrets else None
+    row.updated_at = now()
+    session.flush()
+    _forget(project_id, channel)
+    return row
+
+
+def _load_config(spec: Any, merged: dict[str, Any]) -> Any:
+    module, _, attr = spec.config_path.partition(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), attr).from_settings(merged)
+
+
+def integration_view(*, session: Session, row: Integration) -> dict[str, Any]:
+    """What GET shows: settings without secrets, which secrets are set, and public tokens."""
+    spec = _spec(row.channel)
+    secrets = decrypt_json(row.secrets_enc)
+    view: dict[str, Any] = {
+        "channel": row.channel,
+        "settings": dict(row.settings or {}),
+        "secrets_set": sorted(k for k in spec.secret_fields if secrets.get(k)),
+        "health": row.health,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+    if row.channel == "widget":
+        project = session.get_one(Project, row.project_id)
+        view["settings"]["public_token"] = project.widget_token
+    return view
+
+
+def get_integration(*, session: Session, project_id: int, channel: str) -> Integration:
+    _spec(channel)
+    row = session.scalar(select(Integration).where(Integration.project_id == project_id, Integration.channel == channel))
+    if row is None:
+        raise NotFoundError(f"No {channel} integration in this project.", attr="channel")
+    return row
+
+
+def delete_integration(*, session: Session, project_id: int, channel: str) -> None:
+    session.delete(get_integration(session=session, project_id=project_id, channel=channel))
+    _forget(project_id, channel)
+
+
+def load_settings(*, session: Session, project_id: int, channel: str) -> dict[str, Any] | None:
+    row = session.scalar(select(Integration).where(Integration.project_id == project_id, Integration.channel == channel))
+    if row is None:
+        return None
+    return {**(row.settings or {}), **decrypt_json(row.secrets_enc)}
+
+
+# -- adapters, cached briefly per process -------------------------------------------------
+# Building an adapter creates vendor HTTP clients; a webhook burst should not pay for that
+# on every request. Entries live a few seconds so a settings change applies quickly, and
+# every PUT/DELETE in this process drops them at once.
+_ADAPTER_TTL = 5.0
+_adapters: dict[tuple[int, str], tuple[float, ChannelAdapter | None]] = {}
+_adapters_lock = threading.Lock()
+
+
+def _forget(project_id: int, channel: str) -> None:
+    with _adapters_lock:
+        _adapters.pop((project_id, channel), None)
+
+
+def adapter_for(*, project_id: int, channel: str) -> ChannelAdapter:
+    """The project's adapter for `channel`; ChannelNotConfiguredError when there is none."""
+    key = (project_id, channel)
+    with _adapters_lock:
+        hit = _adapters.get(key)
+    if hit and hit[0] > time.monotonic():
+        adapter = hit[1]
+    else:
+        spec = get_spec(channel)
+        if spec is None:
+            raise ChannelNotConfiguredError(f"unknown channel {channel}")
+        with session_scope(read_only=True) as session:
+            settings = load_settings(session=session, project_id=project_id, channel=channel)
+        if settings is None and channel == "widget":
+            settings = {}
+        adapter = spec.build(settings, cache=get_cache()) if settings is not None else None
+        with _adapters_lock:
+            _adapters[key] = (time.monotonic() + _ADAPTER_TTL, adapter)
+    if adapter is None:
+        raise ChannelNotConfiguredError(f"project {project_id} has no {channel} integration")
+    return adapter
+
+
+def clear_adapter_cache() -> None:
+    with _adapters_lock:
+        _adapters.clear()

@@ -1,0 +1,135 @@
+"""Periodic jobs: the sweeper, snooze wake-ups, purge, stale agent runs.
+
+`ticketwire scheduler` runs them (one active instance per deployment: a lease in Redis, or
+in-process in the embedded mode, where a thread of the web process runs them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.cache import get_cache
+from core.db import session_scope
+from services import deliveries, inbound
+from services import tickets as ticket_service
+
+log = logging.getLogger(__name__)
+# Rows enqueued a moment ago are probably still in the broker's queue; give them this long.
+SWEEP_GRACE_SECONDS = 5.0
+
+
+def sweep() -> dict[str, int]:
+    """Re-send due work that nobody is doing: lost broker messages, killed workers, outages."""
+    from workers.inbound import ingest_event
+    from workers.outbound import deliver
+
+    with session_scope(read_only=True) as session:
+        events = inbound.due_raw_events(session=session)
+        due = deliveries.due_deliveries(session=session)
+    for raw_event_id in events:
+        ingest_event.send(str(raw_event_id))
+    for delivery_id in due:
+        deliver.send(str(delivery_id))
+    return {"raw_events": len(events), "deliveries": len(due)}
+
+
+def purge_deleted_tickets() -> int:
+    total = 0
+    while True:
+        with session_scope() as session:
+            purged = ticket_service.purge_deleted(session=session)
+        total += purged
+        if purged == 0:
+            return total
+
+
+def _optional(module: str, function: str) -> Callable[[], object] | None:
+    """Jobs whose services arrive with their feature (snooze, SLA, agent runs)."""
+    try:
+        target = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError):
+        return None
+
+    def job() -> object:
+        with session_scope() as session:
+            return target(session=session)
+
+    return job
+
+
+@dataclass
+class Job:
+    name: str
+    every: float
+    run: Callable[[], object]
+    next_at: float = 0.0
+
+
+def default_jobs() -> list[Job]:
+    jobs = [Job("sweep", 2.0, sweep), Job("purge_deleted_tickets", 3600.0, purge_deleted_tickets)]
+    for name, module, function, every in (
+        ("wake_snoozed_tickets", "services.snooze", "wake_snoozed_tickets", 30.0),
+        ("notify_unread_replies", "services.widget", "notify_unread_replies", 60.0),
+        ("fail_stale_runs", "services.conversations", "fail_stale_runs", 15.0),
+    ):
+        job = _optional(module, function)
+        if job is not None:
+            jobs.append(Job(name, every, job))
+    return jobs
+
+
+class Scheduler:
+    """Runs jobs on their intervals while it holds the leader lease."""
+
+    LEASE_SECONDS = 10.0
+
+    def __init__(self, jobs: list[Job] | None = None, *, tick: float = 0.5) -> None:
+        self.jobs = jobs if jobs is not None else default_jobs()
+        self.tick = tick
+        self.identity = uuid.uuid4().hex
+        self._stop = threading.Event()
+
+    def is_leader(self) -> bool:
+        cache = get_cache()
+        if cache.add("scheduler:leader", self.identity, ttl=self.LEASE_SECONDS):
+            return True
+        if cache.get("scheduler:leader") == self.identity:
+            cache.set("scheduler:leader", self.identity, ttl=self.LEASE_SECONDS)
+            return True
+        return False
+
+    def run_due(self) -> list[str]:
+        ran = []
+        current = time.monotonic()
+        for job in self.jobs:
+            if job.next_at <= current:
+                job.next_at = current + job.every
+                try:
+                    job.run()
+                    ran.append(job.name)
+                except Exception:
+                    log.exception("periodic job %s failed", job.name)
+        return ran
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.is_leader():
+                    self.run_due()
+            except Exception:
+                log.exception("scheduler tick failed")
+            self._stop.wait(self.tick)
+
+    def start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run_forever, name="ticketwire-scheduler", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
