@@ -23,7 +23,7 @@ from services.dispatch import after_commit
 from services.errors import NotFoundError, ValidationError
 from services.unread import mark_unread_dirty
 
-LEASE = timedelta(seconds=60)
+LEASE = timedelta(seconds=float(os.environ.get("TICKETWIRE_DELIVERY_LEASE_SECONDS", "60")))
 FIRST_BACKOFF = 15.0
 MAX_BACKOFF = 15 * 60.0
 GIVE_UP_AFTER = timedelta(hours=24)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,7 +18,7 @@ from models import RawEvent
 from services.dispatch import after_commit
 from services.errors import NotFoundError, ValidationError
 
-LEASE = timedelta(seconds=60)
+LEASE = timedelta(seconds=float(os.environ.get("TICKETWIRE_INGEST_LEASE_SECONDS", "60")))
 MAX_ATTEMPTS = 5
 # Headers worth keeping with the body for parsing later (event type, delivery id, …);
 # never Authorization or cookies.

@@ -120,6 +120,10 @@ class SlackAdapter:
     def find_delivered(self, reply: OutboundReply) -> DeliveryResult | None:
         return outbound.find_delivery(self._client, reply)
 
+    def rate_limit_key(self, reply: OutboundReply) -> str:
+        """The pacing key of a reply (one token bucket per workspace channel, see outbound.py)."""
+        return outbound.rate_limit_key(reply)
+
     def edit_message(self, channel: str, ts: str, text: str) -> DeliveryResult:
         """Replace the text of a message the bot posted (used when a team reply is edited)."""
         return outbound.edit_message(self._client, channel, ts, text)

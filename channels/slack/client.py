@@ -125,7 +125,9 @@ class SlackClient:
         )
         return next((m for m in data.get("messages", []) if m.get("ts") == ts), None)
 
-    def thread_messages(self, channel: str, thread_ts: str, *, page_size: int = 200) -> Iterator[dict[str, Any]]:
+    def thread_messages(
+        self, channel: str, thread_ts: str, *, page_size: int = 200
+    ) -> Iterator[dict[str, Any]]:
         """Every message of a thread with its metadata, following conversations.replies cursors."""
         cursor: str | None = None
         while True:

@@ -251,8 +251,19 @@ def _file_ids(message: Mapping[str, Any]) -> list[str]:
     return [f.get("id", "") for f in message.get("files") or ()]
 
 
-def _ticket_fields(ctx: ParseContext, channel: str, root_ts: str) -> dict[str, str]:
-    return {"slack_team_id": ctx.team_id, "slack_channel_id": channel, "slack_thread_ts": root_ts}
+def _identity(ctx: ParseContext, channel: str, ts: str, root_ts: str) -> dict[str, Any]:
+    """external_id, thread_key and ticket_fields of the message `ts` in the thread `root_ts`."""
+    return {
+        # The same ts reaches us as `message` and as `app_mention` when a top-level message in a
+        # support channel mentions the bot: one external id lets the ingest service keep one.
+        "external_id": f"{channel}:{ts}",
+        "thread_key": f"{ctx.team_id}:{channel}:{root_ts}",
+        "ticket_fields": {
+            "slack_team_id": ctx.team_id,
+            "slack_channel_id": channel,
+            "slack_thread_ts": root_ts,
+        },
+    }
 
 
 def _to_inbound(
@@ -271,10 +282,7 @@ def _to_inbound(
     team = ctx.team_id
     return InboundMessage(
         channel=CHANNEL,
-        # The same ts reaches us as `message` and as `app_mention` when a top-level message in a
-        # support channel mentions the bot: one external id lets the ingest service keep one.
-        external_id=f"{channel}:{ts}",
-        thread_key=f"{team}:{channel}:{root}",
+        **_identity(ctx, channel, ts, root),
         author=ctx.directory.author(team, str(message["user"])),
         # `text` is Slack's own rendering of the message; `blocks` may lag behind it on edits
         # (fixture message__message_changed.json: text "edited message", blocks "hi!").
@@ -287,7 +295,6 @@ def _to_inbound(
         sent_at=ts_to_datetime(sent_ts or ts),
         kind=kind,
         creates_ticket=creates_ticket,
-        ticket_fields=_ticket_fields(ctx, channel, root),
         metadata=dict(metadata or {}),
     )
 
@@ -346,12 +353,10 @@ def _parse_message_deleted(event: Mapping[str, Any], ctx: ParseContext, channel:
     return [
         InboundMessage(
             channel=CHANNEL,
-            external_id=f"{channel}:{deleted_ts}",
-            thread_key=f"{ctx.team_id}:{channel}:{root}",
+            **_identity(ctx, channel, deleted_ts, root),
             author=Author(external_id=user, distinct_id=f"slack:{user}") if user else Author(),
             sent_at=ts_to_datetime(str(event.get("ts") or deleted_ts)),
             kind=MessageKind.DELETE,
-            ticket_fields=_ticket_fields(ctx, channel, root),
         )
     ]
 

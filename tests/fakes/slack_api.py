@@ -210,7 +210,9 @@ class FakeSlack(FakeServer):
         reply = Reply(429, _error("ratelimited"), headers={"Retry-After": str(retry_after)})
         self.fail_next(reply, times, path=_method_path(method))
 
-    def fail_next_with_server_error(self, *, status: int = 500, times: int = 1, method: str | None = None) -> None:
+    def fail_next_with_server_error(
+        self, *, status: int = 500, times: int = 1, method: str | None = None
+    ) -> None:
         """A 5xx with an HTML body, as a load balancer in front of Slack answers."""
         reply = Reply(status, "<html><body>Service Unavailable</body></html>", {"Content-Type": "text/html"})
         self.fail_next(reply, times, path=_method_path(method))

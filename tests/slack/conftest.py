@@ -73,7 +73,9 @@ MakeAdapter = Callable[..., SlackAdapter]
 def make_adapter(people: FakeSlack) -> MakeAdapter:
     """Build a SlackAdapter against the fake; keyword arguments override SlackConfig fields."""
 
-    def make(*, cache: KeyValueCache | None = None, timeout: float = CLIENT_TIMEOUT, **overrides: Any) -> SlackAdapter:
+    def make(
+        *, cache: KeyValueCache | None = None, timeout: float = CLIENT_TIMEOUT, **overrides: Any
+    ) -> SlackAdapter:
         settings: dict[str, Any] = {
             "bot_token": people.token,
             "signing_secret": SIGNING_SECRET,
@@ -81,7 +83,9 @@ def make_adapter(people: FakeSlack) -> MakeAdapter:
             "api_base_url": people.api_url,
             **overrides,
         }
-        return SlackAdapter(SlackConfig(**settings), cache=cache or MemoryCache(), clock=lambda: NOW, timeout=timeout)
+        return SlackAdapter(
+            SlackConfig(**settings), cache=cache or MemoryCache(), clock=lambda: NOW, timeout=timeout
+        )
 
     return make
 

@@ -66,7 +66,9 @@ def test_a_body_that_is_not_json_is_malformed(adapter: SlackAdapter) -> None:
 
 
 def test_the_event_id_is_the_envelopes_event_id(adapter: SlackAdapter) -> None:
-    assert adapter.event_id(signed_request(fixture_body("message__channel_plain_text.json"))) == "Ev079SP4TP1P"
+    assert (
+        adapter.event_id(signed_request(fixture_body("message__channel_plain_text.json"))) == "Ev079SP4TP1P"
+    )
 
 
 def test_an_old_envelope_without_event_id_gets_an_id_from_team_event_channel_ts_reaction_and_user(

@@ -47,7 +47,9 @@ def test_replies_put_the_parent_first_and_count_the_replies(web: WebClient, fake
     fake_slack.add_message("C1", "root", user="U1", ts="100.000001")
     fake_slack.add_message("C1", "r1", user="U2", ts="100.000002", thread_ts="100.000001")
     fake_slack.add_message("C1", "r2", user="U1", ts="100.000003", thread_ts="100.000001")
-    messages = web.conversations_replies(channel="C1", ts="100.000003", oldest="100.000003", inclusive=True)["messages"]
+    messages = web.conversations_replies(channel="C1", ts="100.000003", oldest="100.000003", inclusive=True)[
+        "messages"
+    ]
     assert [m["text"] for m in messages] == ["root", "r2"]
     assert messages[0]["reply_count"] == 2
 

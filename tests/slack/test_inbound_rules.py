@@ -21,7 +21,9 @@ from tests.slack.conftest import MakeAdapter, fixture_json, raw_event
 
 TEAM = "T00FAKE00AA"
 CHANNEL = "C00FAKECHAN1"
-FOX = Author(external_id="U00FAKEUSER1", name="fox", email="fox@example.com", distinct_id="slack:U00FAKEUSER1")
+FOX = Author(
+    external_id="U00FAKEUSER1", name="fox", email="fox@example.com", distinct_id="slack:U00FAKEUSER1"
+)
 
 
 def message(text: str = "hello", *, ts: str = "1767000000.000100", **fields: Any) -> dict[str, Any]:
@@ -62,7 +64,9 @@ def test_a_message_whose_thread_ts_is_its_own_ts_is_a_top_level_message(adapter:
     assert root.channel_detail == "slack_channel_message"
 
 
-def test_message_and_app_mention_of_the_same_post_share_external_id_and_thread_key(adapter: SlackAdapter) -> None:
+def test_message_and_app_mention_of_the_same_post_share_external_id_and_thread_key(
+    adapter: SlackAdapter,
+) -> None:
     # Slack sends both events when a top-level message in a support channel mentions the bot.
     as_message = fixture_json("bundle__channel_message_and_thread_reply.json", "mention")
     as_mention = copy.deepcopy(as_message)
@@ -84,7 +88,9 @@ def test_an_app_mention_opens_a_ticket_outside_the_support_channels_too(make_ada
 
 
 def test_an_app_mention_inside_a_thread_opens_the_ticket_of_the_threads_root(adapter: SlackAdapter) -> None:
-    event = message("<@U00FAKEBOT01> please track this", ts="1767000000.000300", thread_ts="1767000000.000100")
+    event = message(
+        "<@U00FAKEBOT01> please track this", ts="1767000000.000300", thread_ts="1767000000.000100"
+    )
     event["type"] = "app_mention"
     [ticket] = parse(adapter, event)
     assert ticket.creates_ticket is True
@@ -93,7 +99,9 @@ def test_an_app_mention_inside_a_thread_opens_the_ticket_of_the_threads_root(ada
 
 
 def test_a_thread_broadcast_is_a_reply_in_its_thread(adapter: SlackAdapter) -> None:
-    event = message("also to channel", ts="1767000000.000400", thread_ts="1767000000.000100", subtype="thread_broadcast")
+    event = message(
+        "also to channel", ts="1767000000.000400", thread_ts="1767000000.000100", subtype="thread_broadcast"
+    )
     [reply] = parse(adapter, event)
     assert reply.creates_ticket is False
     assert reply.thread_key == f"{TEAM}:{CHANNEL}:1767000000.000100"
@@ -117,7 +125,9 @@ def ticket_reaction(ts: str, *, reaction: str = "ticket", item_user: str = "U00F
 def test_the_ticket_emoji_opens_a_ticket_seeded_from_the_reacted_message(
     adapter: SlackAdapter, people: FakeSlack
 ) -> None:
-    people.add_message(CHANNEL, "my export is <https://ex.example/job/1|stuck>", user="U00FAKEUSER1", ts="1767000000.000100")
+    people.add_message(
+        CHANNEL, "my export is <https://ex.example/job/1|stuck>", user="U00FAKEUSER1", ts="1767000000.000100"
+    )
     assert parse(adapter, ticket_reaction("1767000000.000100")) == [
         InboundMessage(
             channel="slack",
@@ -128,7 +138,11 @@ def test_the_ticket_emoji_opens_a_ticket_seeded_from_the_reacted_message(
             channel_detail="slack_emoji_reaction",
             sent_at=datetime(2025, 12, 29, 9, 20, 0, 100, tzinfo=UTC),
             creates_ticket=True,
-            ticket_fields={"slack_team_id": TEAM, "slack_channel_id": CHANNEL, "slack_thread_ts": "1767000000.000100"},
+            ticket_fields={
+                "slack_team_id": TEAM,
+                "slack_channel_id": CHANNEL,
+                "slack_thread_ts": "1767000000.000100",
+            },
             metadata={"slack_reacted_by": "U06NU4E26M9"},
         )
     ]
@@ -147,7 +161,9 @@ def test_the_ticket_emoji_on_a_thread_reply_opens_the_ticket_of_the_threads_root
     adapter: SlackAdapter, people: FakeSlack
 ) -> None:
     people.add_message(CHANNEL, "root", user="U06NU4E26M9", ts="1767000000.000100")
-    people.add_message(CHANNEL, "the reply", user="U00FAKEUSER1", ts="1767000000.000200", thread_ts="1767000000.000100")
+    people.add_message(
+        CHANNEL, "the reply", user="U00FAKEUSER1", ts="1767000000.000200", thread_ts="1767000000.000100"
+    )
     [ticket] = parse(adapter, ticket_reaction("1767000000.000200"))
     assert (ticket.text, ticket.external_id) == ("the reply", f"{CHANNEL}:1767000000.000200")
     assert ticket.thread_key == f"{TEAM}:{CHANNEL}:1767000000.000100"
@@ -170,12 +186,18 @@ def test_the_ticket_emoji_on_one_of_our_own_replies_is_ignored_without_a_look_up
     assert people.calls_of("conversations.replies") == []
 
 
-def test_the_ticket_emoji_on_another_bots_message_is_ignored(adapter: SlackAdapter, people: FakeSlack) -> None:
-    people.add_message(CHANNEL, "deploy done", ts="1767000000.000100", bot_id="B0OTHER", subtype="bot_message")
+def test_the_ticket_emoji_on_another_bots_message_is_ignored(
+    adapter: SlackAdapter, people: FakeSlack
+) -> None:
+    people.add_message(
+        CHANNEL, "deploy done", ts="1767000000.000100", bot_id="B0OTHER", subtype="bot_message"
+    )
     assert parse(adapter, ticket_reaction("1767000000.000100", item_user="U0OTHERBOT")) == []
 
 
-def test_the_ticket_emoji_on_a_message_slack_no_longer_has_is_ignored(adapter: SlackAdapter, people: FakeSlack) -> None:
+def test_the_ticket_emoji_on_a_message_slack_no_longer_has_is_ignored(
+    adapter: SlackAdapter, people: FakeSlack
+) -> None:
     people.add_message(CHANNEL, "another message", user="U00FAKEUSER1", ts="1767000000.000900")
     assert parse(adapter, ticket_reaction("1767000000.000100")) == []  # thread_not_found
 
@@ -196,7 +218,9 @@ def test_a_message_of_our_own_bot_user_is_ignored(adapter: SlackAdapter) -> None
     assert parse(adapter, message("echo", user="U00FAKEBOT01")) == []
 
 
-def test_the_bot_user_id_is_learned_once_with_auth_test_and_cached(make_adapter: MakeAdapter, people: FakeSlack) -> None:
+def test_the_bot_user_id_is_learned_once_with_auth_test_and_cached(
+    make_adapter: MakeAdapter, people: FakeSlack
+) -> None:
     cache = MemoryCache()
     parse(make_adapter(cache=cache), message("one"))
     parse(make_adapter(cache=cache), message("two", ts="1767000000.000200"))
@@ -214,7 +238,8 @@ def test_a_message_with_a_bot_id_is_ignored_even_with_a_user(adapter: SlackAdapt
 
 
 @pytest.mark.parametrize(
-    "subtype", ["channel_join", "channel_leave", "channel_topic", "pinned_item", "me_message", "ekm_access_denied"]
+    "subtype",
+    ["channel_join", "channel_leave", "channel_topic", "pinned_item", "me_message", "ekm_access_denied"],
 )
 def test_other_message_subtypes_are_ignored(adapter: SlackAdapter, subtype: str) -> None:
     assert parse(adapter, message("<@U00FAKEUSER1> has joined the channel", subtype=subtype)) == []
@@ -260,7 +285,11 @@ def test_message_deleted_removes_the_message(adapter: SlackAdapter) -> None:
             author=Author(external_id="U00FAKEUSER1", distinct_id="slack:U00FAKEUSER1"),
             sent_at=datetime(2025, 12, 29, 9, 28, 20, 100, tzinfo=UTC),
             kind=MessageKind.DELETE,
-            ticket_fields={"slack_team_id": TEAM, "slack_channel_id": CHANNEL, "slack_thread_ts": "1767000000.000100"},
+            ticket_fields={
+                "slack_team_id": TEAM,
+                "slack_channel_id": CHANNEL,
+                "slack_thread_ts": "1767000000.000100",
+            },
         )
     ]
 
@@ -274,7 +303,12 @@ def test_message_deleted_of_a_bot_message_is_ignored(adapter: SlackAdapter) -> N
         "channel": CHANNEL,
         "ts": "1767000500.000100",
         "deleted_ts": "1767000000.000200",
-        "previous_message": {"type": "message", "bot_id": "B00FAKEBOT01", "text": "reply", "ts": "1767000000.000200"},
+        "previous_message": {
+            "type": "message",
+            "bot_id": "B00FAKEBOT01",
+            "text": "reply",
+            "ts": "1767000000.000200",
+        },
     }
     assert parse(adapter, event) == []
 
@@ -289,7 +323,13 @@ def test_known_events_without_ticket_content_are_ignored(adapter: SlackAdapter, 
 
 def test_an_app_rate_limited_notice_is_ignored(adapter: SlackAdapter) -> None:
     # Events API docs, "Rate limiting": the body Slack sends when it drops events.
-    body = {"token": "x", "type": "app_rate_limited", "team_id": TEAM, "minute_rate_limited": 1767000000, "api_app_id": "A1"}
+    body = {
+        "token": "x",
+        "type": "app_rate_limited",
+        "team_id": TEAM,
+        "minute_rate_limited": 1767000000,
+        "api_app_id": "A1",
+    }
     assert adapter.parse(raw_event(body)) == []
 
 
@@ -318,7 +358,9 @@ def test_a_message_event_without_ts_is_malformed(adapter: SlackAdapter) -> None:
 # -- users.info ---------------------------------------------------------------------------
 
 
-def test_authors_are_looked_up_once_and_then_served_from_the_cache(make_adapter: MakeAdapter, people: FakeSlack) -> None:
+def test_authors_are_looked_up_once_and_then_served_from_the_cache(
+    make_adapter: MakeAdapter, people: FakeSlack
+) -> None:
     cache = MemoryCache()
     first = parse(make_adapter(cache=cache), message("one"))
     second = parse(make_adapter(cache=cache), message("two", ts="1767000000.000200"))

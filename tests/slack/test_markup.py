@@ -40,7 +40,10 @@ def test_slack_markup_becomes_markdown(slack: str, markdown: str) -> None:
     [
         ("a <b> & c", "a &lt;b&gt; &amp; c"),
         ("do not ping <!channel>", "do not ping &lt;!channel&gt;"),
-        ("read [the docs](https://example.com/a?b=1&c=2)", "read <https://example.com/a?b=1&amp;c=2|the docs>"),
+        (
+            "read [the docs](https://example.com/a?b=1&c=2)",
+            "read <https://example.com/a?b=1&amp;c=2|the docs>",
+        ),
         ("this is **important**", "this is *important*"),
         ("keep *this* and `code`", "keep *this* and `code`"),
     ],

@@ -65,8 +65,13 @@ def test_rate_limiting_is_retryable_after_slacks_retry_after(
 ) -> None:
     people.fail_next_with_rate_limit(retry_after=42, method="chat.postMessage")
     result = adapter.deliver(reply_to(thread))
-    assert (result.status, result.retry_after, result.error_code) == (DeliveryStatus.RETRYABLE, 42.0, "ratelimited")
-    assert len(people.calls_of("chat.postMessage")) == 1  # no retry inside the client: the pipeline owns retries
+    assert (result.status, result.retry_after, result.error_code) == (
+        DeliveryStatus.RETRYABLE,
+        42.0,
+        "ratelimited",
+    )
+    # No retry inside the client: the pipeline owns retries.
+    assert len(people.calls_of("chat.postMessage")) == 1
     assert people.posts == []
 
 
@@ -105,7 +110,14 @@ def test_a_refused_connection_is_retryable(make_adapter: MakeAdapter, thread: di
 
 @pytest.mark.parametrize(
     "error",
-    ["channel_not_found", "not_in_channel", "is_archived", "token_revoked", "account_inactive", "invalid_auth"],
+    [
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "token_revoked",
+        "account_inactive",
+        "invalid_auth",
+    ],
 )
 def test_a_permanent_slack_error_fails_with_slacks_error_code(
     adapter: SlackAdapter, people: FakeSlack, thread: dict[str, str], error: str
@@ -128,8 +140,12 @@ def test_a_reply_longer_than_slack_accepts_fails_with_msg_too_long(
     assert (result.status, result.error_code) == (DeliveryStatus.FAILED, "msg_too_long")
 
 
-def test_a_missing_scope_names_the_scope_to_add(adapter: SlackAdapter, people: FakeSlack, thread: dict[str, str]) -> None:
-    people.fail_next(Reply(200, {"ok": False, "error": "missing_scope", "needed": "chat:write", "provided": "users:read"}))
+def test_a_missing_scope_names_the_scope_to_add(
+    adapter: SlackAdapter, people: FakeSlack, thread: dict[str, str]
+) -> None:
+    people.fail_next(
+        Reply(200, {"ok": False, "error": "missing_scope", "needed": "chat:write", "provided": "users:read"})
+    )
     result = adapter.deliver(reply_to(thread))
     assert (result.status, result.error_code) == (DeliveryStatus.FAILED, "missing_scope")
     assert result.error_detail == "chat.postMessage: missing_scope (needed scope: chat:write)"
@@ -188,11 +204,16 @@ def test_find_delivered_reports_an_unreadable_thread_instead_of_saying_absent(
 ) -> None:
     people.fail_next_with_server_error(method="conversations.replies")
     assert adapter.find_delivered(reply_to(thread)) == DeliveryResult(
-        DeliveryStatus.RETRYABLE, error_code="http_500", error_detail="conversations.replies: HTTP 500 from Slack"
+        DeliveryStatus.RETRYABLE,
+        error_code="http_500",
+        error_detail="conversations.replies: HTTP 500 from Slack",
     )
     gone = {**thread, "slack_channel_id": "C0DELETED"}
     result = adapter.find_delivered(reply_to(gone))
-    assert result is not None and (result.status, result.error_code) == (DeliveryStatus.FAILED, "channel_not_found")
+    assert result is not None and (result.status, result.error_code) == (
+        DeliveryStatus.FAILED,
+        "channel_not_found",
+    )
 
 
 # -- edits and pacing ---------------------------------------------------------------------
@@ -205,7 +226,9 @@ def test_edit_message_replaces_the_text_of_our_post(
     assert posted.external_id is not None
     result = adapter.edit_message(CHANNEL, posted.external_id, "Fixed in v3 <soon>")
     assert result == DeliveryResult.delivered(posted.external_id)
-    assert people.updates == [{"channel": CHANNEL, "ts": posted.external_id, "text": "Fixed in v3 &lt;soon&gt;"}]
+    assert people.updates == [
+        {"channel": CHANNEL, "ts": posted.external_id, "text": "Fixed in v3 &lt;soon&gt;"}
+    ]
 
 
 def test_edit_message_of_an_unknown_message_fails(adapter: SlackAdapter, thread: dict[str, str]) -> None:
@@ -213,6 +236,10 @@ def test_edit_message_of_an_unknown_message_fails(adapter: SlackAdapter, thread:
     assert (result.status, result.error_code) == (DeliveryStatus.FAILED, "message_not_found")
 
 
-def test_replies_are_paced_per_workspace_channel_at_one_per_second(thread: dict[str, str]) -> None:
+def test_replies_are_paced_per_workspace_channel_at_one_per_second(
+    adapter: SlackAdapter, thread: dict[str, str]
+) -> None:
     assert RATE_LIMIT_PER_CHANNEL_PER_SECOND == 1.0
     assert rate_limit_key(reply_to(thread)) == f"slack:{TEAM}:{CHANNEL}"
+    # The delivery worker asks the adapter (workers/outbound.py `_pacing_key`).
+    assert adapter.rate_limit_key(reply_to(thread, delivery_id="dlv-2")) == f"slack:{TEAM}:{CHANNEL}"

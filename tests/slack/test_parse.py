@@ -13,9 +13,14 @@ from tests.slack.conftest import fixture_body, raw_event
 DANA = Author(
     external_id="U06NU4E26M9", name="Dana Scully", email="dana@example.com", distinct_id="slack:U06NU4E26M9"
 )
-FOX = Author(external_id="U00FAKEUSER1", name="fox", email="fox@example.com", distinct_id="slack:U00FAKEUSER1")
+FOX = Author(
+    external_id="U00FAKEUSER1", name="fox", email="fox@example.com", distinct_id="slack:U00FAKEUSER1"
+)
 WALTER = Author(
-    external_id="UXXXXXXXXXX", name="Walter Skinner", email="walter@example.com", distinct_id="slack:UXXXXXXXXXX"
+    external_id="UXXXXXXXXXX",
+    name="Walter Skinner",
+    email="walter@example.com",
+    distinct_id="slack:UXXXXXXXXXX",
 )
 
 
@@ -44,7 +49,9 @@ def test_a_plain_message_in_a_support_channel_opens_a_ticket(adapter: SlackAdapt
     ]
 
 
-def test_a_file_share_with_empty_text_opens_a_ticket_with_the_files_as_attachments(adapter: SlackAdapter) -> None:
+def test_a_file_share_with_empty_text_opens_a_ticket_with_the_files_as_attachments(
+    adapter: SlackAdapter,
+) -> None:
     base = "https://files.slack.com/files-pri/T06NRA6HM3P-"
     assert parse(adapter, "message__file_share_images_empty_text.json") == [
         InboundMessage(

@@ -34,7 +34,9 @@ def test_sign_reproduces_the_example_of_slacks_verifying_requests_doc() -> None:
 def test_sign_agrees_with_slack_sdks_own_signature_verifier(text: str, timestamp: int) -> None:
     body = text.encode()
     verifier = SignatureVerifier(SIGNING_SECRET)
-    assert sign(body, SIGNING_SECRET, timestamp) == verifier.generate_signature(timestamp=str(timestamp), body=body)
+    assert sign(body, SIGNING_SECRET, timestamp) == verifier.generate_signature(
+        timestamp=str(timestamp), body=body
+    )
 
 
 def test_a_request_signed_now_with_the_signing_secret_is_accepted(adapter: SlackAdapter) -> None:
@@ -78,10 +80,16 @@ def test_a_timestamp_that_is_not_a_number_is_refused(adapter: SlackAdapter) -> N
 
 def test_the_signer_reads_headers_whatever_their_case() -> None:
     signer = SlackSigner(SIGNING_SECRET, clock=lambda: NOW)
-    headers = {"X-Slack-Signature": sign(BODY, SIGNING_SECRET, int(NOW)), "X-Slack-Request-Timestamp": str(int(NOW))}
+    headers = {
+        "X-Slack-Signature": sign(BODY, SIGNING_SECRET, int(NOW)),
+        "X-Slack-Request-Timestamp": str(int(NOW)),
+    }
     signer.verify(BODY, headers)
 
 
 def test_the_signer_signs_with_its_clock_when_no_timestamp_is_given() -> None:
     headers = SlackSigner(SIGNING_SECRET, clock=lambda: NOW).sign(BODY)
-    assert headers == {TIMESTAMP_HEADER: str(int(NOW)), SIGNATURE_HEADER: sign(BODY, SIGNING_SECRET, int(NOW))}
+    assert headers == {
+        TIMESTAMP_HEADER: str(int(NOW)),
+        SIGNATURE_HEADER: sign(BODY, SIGNING_SECRET, int(NOW)),
+    }
