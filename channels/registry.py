@@ -53,8 +53,9 @@ CHANNELS: dict[str, ChannelSpec] = {
     "teams": ChannelSpec(
         "teams", "channels.teams.adapter:TeamsAdapter", "channels.teams.adapter:TeamsConfig",
         secret_fields=("app_password",),
-        # Bot Framework: 7 messages per second per conversation thread.
-        rate_per_second=7.0,
+        # Bot Framework per bot per thread: 7/1 s but also 8/2 s and 60/30 s; the steady
+        # rate that respects all of them is 2 per second.
+        rate_per_second=2.0,
     ),
     "widget": ChannelSpec(
         "widget", "channels.widget.adapter:WidgetAdapter", "channels.widget.adapter:WidgetConfig",

@@ -1,0 +1,218 @@
+"""The Microsoft Teams adapter: configuration and the class that ties auth, parse and replies."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from channels.base import (
+    DeliveryResult,
+    InboundMessage,
+    KeyValueCache,
+    MemoryCache,
+    OutboundReply,
+    RawEvent,
+    RawRequest,
+    RawResponse,
+)
+from channels.errors import ChannelNotConfiguredError, DeliveryError
+from channels.teams import inbound, outbound
+from channels.teams.auth import DEFAULT_OPENID_METADATA_URL, BotFrameworkTokenVerifier
+from channels.teams.client import (
+    BotConnectorClient,
+    ClientCredentialsCredential,
+    ClientCredentialsTokens,
+    GraphUser,
+    GraphUserDirectory,
+    build_http_client,
+    graph_token_url,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKEN_URL = "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+# Retries give up after 24 h (SPEC "Delivery"); the marker only has to outlive them.
+DELIVERED_MARKER_TTL = 2 * 24 * 3600.0
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(str(part).strip() for part in value if str(part).strip())
+
+
+@dataclass(frozen=True)
+class TeamsConfig:
+    """A project's Teams integration settings (DESIGN "Integrations API")."""
+
+    app_id: str
+    app_password: str
+    tenant_id: str
+    channel_ids: tuple[str, ...] = ()
+    openid_metadata_url: str = DEFAULT_OPENID_METADATA_URL
+    token_url: str = DEFAULT_TOKEN_URL
+    graph_base_url: str = DEFAULT_GRAPH_BASE_URL
+    bot_id: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> TeamsConfig:
+        """Build from stored integration settings; extra keys are ignored."""
+        missing = [k for k in ("app_id", "app_password", "tenant_id") if not settings.get(k)]
+        if missing:
+            raise ChannelNotConfiguredError(f"teams integration lacks {', '.join(missing)}")
+        return cls(
+            app_id=str(settings["app_id"]),
+            app_password=str(settings["app_password"]),
+            tenant_id=str(settings["tenant_id"]),
+            channel_ids=_as_tuple(settings.get("channel_ids")),
+            openid_metadata_url=str(settings.get("openid_metadata_url") or DEFAULT_OPENID_METADATA_URL),
+            token_url=str(settings.get("token_url") or DEFAULT_TOKEN_URL),
+            graph_base_url=str(settings.get("graph_base_url") or DEFAULT_GRAPH_BASE_URL),
+            bot_id=str(settings["bot_id"]) if settings.get("bot_id") else None,
+        )
+
+    @property
+    def bot_account_id(self) -> str:
+        """The bot's Teams account id (`28:<app id>`)."""
+        return self.bot_id or f"28:{self.app_id}"
+
+
+class TeamsAdapter:
+    """Microsoft Teams through the Bot Framework: JWT auth, activities in, Bot Connector out."""
+
+    name = "teams"
+    rate_limits = outbound.SEND_RATE_LIMITS
+
+    def __init__(
+        self,
+        config: TeamsConfig,
+        *,
+        cache: KeyValueCache | None = None,
+        clock: Callable[[], float] | None = None,
+        http_timeout: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.clock = clock or time.time
+        self.cache: KeyValueCache = cache if cache is not None else MemoryCache(clock=self.clock)
+        self._http = build_http_client(http_timeout)
+        self._verifier = BotFrameworkTokenVerifier(
+            app_id=config.app_id,
+            openid_metadata_url=config.openid_metadata_url,
+            http=self._http,
+            cache=self.cache,
+            clock=self.clock,
+        )
+        connector_tokens = ClientCredentialsTokens(
+            http=self._http,
+            token_url=config.token_url,
+            client_id=config.app_id,
+            client_secret=config.app_password,
+            cache=self.cache,
+            clock=self.clock,
+        )
+        self._connector = BotConnectorClient(http=self._http, tokens=connector_tokens, clock=self.clock)
+        graph_tokens = ClientCredentialsTokens(
+            http=self._http,
+            token_url=graph_token_url(config.token_url, config.tenant_id),
+            client_id=config.app_id,
+            client_secret=config.app_password,
+            cache=self.cache,
+            clock=self.clock,
+        )
+        self._directory = GraphUserDirectory(
+            base_url=config.graph_base_url,
+            tenant_id=config.tenant_id,
+            credential=ClientCredentialsCredential(graph_tokens),
+            cache=self.cache,
+            timeout=http_timeout,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- inbound -----------------------------------------------------------------------------
+    def verify(self, request: RawRequest) -> None:
+        """Raise InvalidSignatureError unless the Bot Connector signed this activity."""
+        self._verifier.verify(request.header("authorization"), request.body)
+
+    def handshake(self, request: RawRequest) -> RawResponse | None:
+        # The Bot Framework has no URL verification handshake: every POST is an activity.
+        return None
+
+    def event_id(self, request: RawRequest) -> str:
+        return inbound.event_id(request.json())
+
+    def parse(self, event: RawEvent) -> list[InboundMessage]:
+        return inbound.parse_activity(event.json(), self._parse_context())
+
+    def lookup_user(self, aad_object_id: str) -> GraphUser | None:
+        """The Graph profile of a user of the configured tenant (cached; None on failure)."""
+        return self._directory.lookup(aad_object_id)
+
+    def _parse_context(self) -> inbound.ParseContext:
+        return inbound.ParseContext(
+            bot_ids=frozenset({self.config.bot_account_id, f"28:{self.config.app_id}"}),
+            channel_ids=frozenset(self.config.channel_ids),
+            tenant_id=self.config.tenant_id,
+            lookup_user=self.lookup_user,
+        )
+
+    # -- outbound ----------------------------------------------------------------------------
+    def deliver(self, reply: OutboundReply) -> DeliveryResult:
+        """Post the reply in its thread (or chat); never raises for vendor failures."""
+        try:
+            target = outbound.reply_target(reply.thread)
+            activity = outbound.build_activity(reply, target, bot_id=self.config.bot_account_id)
+            if target.root_activity_id:
+                activity_id = self._connector.reply_to_activity(
+                    target.service_url, target.conversation_id, target.root_activity_id, activity
+                )
+            else:
+                activity_id = self._connector.send_to_conversation(
+                    target.service_url, target.conversation_id, activity
+                )
+        except DeliveryError as exc:
+            return DeliveryResult.from_error(exc)
+        self.cache.set(
+            self._delivered_key(reply.delivery_id), {"activity_id": activity_id}, DELIVERED_MARKER_TTL
+        )
+        return DeliveryResult.delivered(activity_id)
+
+    def find_delivered(self, reply: OutboundReply) -> DeliveryResult | None:
+        """An earlier successful post of this delivery, as far as this deployment saw it.
+
+        Teams gives bots no way to list what they posted (the Bot Connector has no "get
+        activities" for Teams, and Graph's channel-message reads need the protected
+        `ChannelMessage.Read.All`), and it drops custom data from what it shows. So the
+        marker lives in our own cache: it covers a worker that posted and died before
+        recording the result, not a request whose response was lost in transit.
+        """
+        marker = self.cache.get(self._delivered_key(reply.delivery_id))
+        if isinstance(marker, Mapping):
+            return DeliveryResult.delivered(marker.get("activity_id"))
+        return None
+
+    def update_activity(self, reply: OutboundReply, activity_id: str) -> DeliveryResult:
+        """Edit a message the bot posted earlier (PUT …/activities/{activity_id})."""
+        try:
+            target = outbound.reply_target(reply.thread)
+            activity = outbound.build_activity(reply, target, bot_id=self.config.bot_account_id)
+            activity["id"] = activity_id
+            updated = self._connector.update_activity(
+                target.service_url, target.conversation_id, activity_id, activity
+            )
+        except DeliveryError as exc:
+            return DeliveryResult.from_error(exc)
+        return DeliveryResult.delivered(updated)
+
+    def rate_limit_key(self, reply: OutboundReply) -> str:
+        return outbound.rate_limit_key(reply, app_id=self.config.app_id)
+
+    def _delivered_key(self, delivery_id: str) -> str:
+        return f"teams:delivered:{self.config.app_id}:{delivery_id}"
