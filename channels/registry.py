@@ -47,8 +47,9 @@ CHANNELS: dict[str, ChannelSpec] = {
     "github": ChannelSpec(
         "github", "channels.github.adapter:GitHubAdapter", "channels.github.adapter:GitHubConfig",
         secret_fields=("token", "webhook_secret", "private_key"),
-        # GitHub secondary limits: at most 80 content-creating requests per minute.
-        rate_per_second=80 / 60,
+        # GitHub secondary limits: 80 content-creating requests per minute and 500 per hour;
+        # the hourly one binds for a steady backlog.
+        rate_per_second=500 / 3600,
     ),
     "teams": ChannelSpec(
         "teams", "channels.teams.adapter:TeamsAdapter", "channels.teams.adapter:TeamsConfig",
