@@ -47,37 +47,49 @@ def enforce_rate_limit(bucket: str, limits: tuple[tuple[int, int], ...]) -> None
                            headers={"Retry-After": str(retry)})
 
 
-def authenticate(request: Request) -> tuple[ApiKey, User]:
+def _authenticate(request: Request, project_id: int | None) -> tuple[ApiKey, User, bool]:
+    """The key and its user (401 otherwise), and whether it may use `project_id`.
+
+    One read-only unit of work; `last_used_at` is written (at most once a minute) in its own
+    short transaction, so ordinary reads never take SQLite's write lock."""
     secret = _bearer(request)
-    with session_scope() as session:
+    with session_scope(read_only=True) as session:
         found = accounts.authenticate(session=session, secret=secret)
         if found is None:
             raise ApiError(401, "authentication_error", "authentication_failed", "Invalid personal API key.")
         key, user = found
-        accounts.touch_key(session=session, key=key)
+        allowed = project_id is not None and 0 < project_id < 2**62 and accounts.key_can_access(
+            session=session, key=key, user=user, project_id=project_id
+        )
         session.expunge(user)
-        return key, user
+        session.expunge(key)
+    if accounts.key_needs_touch(key):
+        with session_scope() as session:
+            accounts.touch_key(session=session, key_id=key.id)
+    return key, user, allowed
+
+
+def authenticate(request: Request) -> tuple[ApiKey, User]:
+    """The bearer key and its user; 401 when missing or unknown."""
+    key, user, _ = _authenticate(request, None)
+    return key, user
 
 
 def require(scope: str, *, project: bool = True) -> Callable[[Request], Principal]:
     """Dependency: a valid key with `scope`, allowed on the path's project (404 otherwise)."""
 
     def dependency(request: Request) -> Principal:
-        key, user = authenticate(request)
-        settings = get_settings()
-        enforce_rate_limit(f"key:{key.id}", ((settings.rate_limit_per_minute, 60), (settings.rate_limit_per_hour, 3600)))
         project_id = None
         if project:
-            raw = request.path_params.get("project_id")
             try:
-                project_id = int(raw)
+                project_id = int(request.path_params.get("project_id"))  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                raise ApiError(404, "invalid_request", "not_found", "Not found.") from None
-            with session_scope(read_only=True) as session:
-                if not (0 < project_id < 2**62) or not accounts.key_can_access(
-                    session=session, key=key, user=user, project_id=project_id
-                ):
-                    raise ApiError(404, "invalid_request", "not_found", "Not found.")
+                project_id = -1
+        key, user, allowed = _authenticate(request, project_id)
+        settings = get_settings()
+        enforce_rate_limit(f"key:{key.id}", ((settings.rate_limit_per_minute, 60), (settings.rate_limit_per_hour, 3600)))
+        if project and not allowed:
+            raise ApiError(404, "invalid_request", "not_found", "Not found.")
         if not accounts.scope_allows(list(key.scopes or []), scope):
             raise ApiError(403, "authentication_error", "permission_denied",
                            f"API key missing required scope '{scope}'", attr=None, required_scope=scope)

@@ -15,6 +15,8 @@ ROUTER_MODULES: list[str] = [
     "api.integrations",
     "api.parity",
     "api.identity",
+    "api.widget",
+    "api.sla",
 ]
 
 

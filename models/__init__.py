@@ -2,6 +2,17 @@
 
 from models.account import ApiKey, Project, ProjectMember, Role, RoleMember, User
 from models.base import Base
+from models.conversation import (  # noqa: F401  (AI conversations, issue 7)
+    AgentRun,
+    AgentRunEvent,
+    AgentTask,
+    Conversation,
+    ConversationMessage,
+    ConversationQueueItem,
+    HelpArticle,
+    ProjectAISettings,
+    TicketAIAnswer,
+)
 from models.delivery import Delivery, EmailConfig, Integration, RawEvent, SavedView
 from models.ticket import Message, Person, PersonDistinctId, Tag, Ticket, TicketTag
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.clock import now
+from core.clock import as_utc, now
 from core.crypto import hash_api_key, new_api_key, new_token
 from models import ApiKey, Project, ProjectMember, User
 from services.errors import ValidationError
@@ -110,12 +110,17 @@ def authenticate(*, session: Session, secret: str) -> tuple[ApiKey, User] | None
     return key, user
 
 
-def touch_key(*, session: Session, key: ApiKey) -> None:
-    stamp = now()
-    last = key.last_used_at
-    # Avoid a write per request: a minute of precision is plenty for "last used".
-    if last is None or (stamp - (last if last.tzinfo else last.replace(tzinfo=stamp.tzinfo))).total_seconds() > 60:
-        key.last_used_at = stamp
+TOUCH_EVERY = 60  # seconds: a minute of precision is plenty for "last used"
+
+
+def key_needs_touch(key: ApiKey) -> bool:
+    last = as_utc(key.last_used_at)
+    return last is None or (now() - last).total_seconds() > TOUCH_EVERY
+
+
+def touch_key(*, session: Session, key_id: uuid.UUID) -> None:
+    """Record that the key was used (callers skip it when `key_needs_touch` is false)."""
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now()))
 
 
 def user_project_ids(*, session: Session, user: User) -> list[int]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, literal_column, or_, select, text
+from sqlalchemy import Select, and_, exists, func, literal_column, or_, select, text, union
 from sqlalchemy.orm import Session
 
 from core.clock import now
@@ -32,7 +32,8 @@ LIST_PARAMETERS = (
     "status", "priority", "assignee", "channel_source", "channel_detail", "distinct_ids", "emails",
     "date_from", "date_to", "sla", "tags", "tags_all", "tags_exclude", "search", "order_by", "snoozed",
 )
-RELATIVE_DATE = re.compile(r"^-?(\d+)([hdwmyqHM])(Start|End)?$")
+RELATIVE_DATE = re.compile(r"^-?([0-9]{0,6})([hdwmyqHM])(Start|End)?$")
+TICKET_NUMBER = re.compile(r"#?([0-9]{1,18})")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ def split_list(value: Any) -> list[str]:
 
 
 def _start_of(moment: datetime, unit: str) -> datetime:
+    if unit == "M":
+        return moment.replace(second=0, microsecond=0)
     if unit in ("h", "H"):
         return moment.replace(minute=0, second=0, microsecond=0)
     day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -74,6 +77,22 @@ def _start_of(moment: datetime, unit: str) -> datetime:
     return day.replace(month=1, day=1)
 
 
+def _end_of(moment: datetime, unit: str) -> datetime:
+    """The last microsecond of the minute/hour/day/week/month/quarter/year holding `moment`."""
+    start = _start_of(moment, unit)
+    if unit == "M":
+        following = start + timedelta(minutes=1)
+    elif unit in ("h", "H"):
+        following = start + timedelta(hours=1)
+    elif unit == "d":
+        following = start + timedelta(days=1)
+    elif unit == "w":
+        following = start + timedelta(weeks=1)
+    else:
+        following = _minus_months(start, -{"m": 1, "q": 3}.get(unit, 12))
+    return following - timedelta(microseconds=1)
+
+
 def _minus_months(moment: datetime, months: int) -> datetime:
     month_index = moment.year * 12 + moment.month - 1 - months
     year, month = divmod(month_index, 12)
@@ -82,14 +101,18 @@ def _minus_months(moment: datetime, months: int) -> datetime:
 
 
 def parse_date_bound(value: str, attr: str) -> datetime | None:
-    """ISO timestamps, or PostHog's relative forms: -24h, -7d, -2w, -1m, -1y, -1mStart, all."""
+    """ISO timestamps, or PostHog's relative forms: -24h, -7d, -2w, -1m, -1y, -30M (minutes),
+    with an optional Start/End (-1mStart = the first instant of last month, dStart = today 00:00),
+    or `all` (no bound). Times are UTC."""
     value = value.strip()
     if not value or value == "all":
         return None
     match = RELATIVE_DATE.match(value)
-    if match:
-        amount, unit, edge = int(match.group(1)), match.group(2), match.group(3)
-        current = now()
+    if not match:
+        return parse_timestamp(value, attr)
+    amount, unit, edge = int(match.group(1) or 0), match.group(2), match.group(3)
+    current = now()
+    try:
         if unit == "M":
             moment = current - timedelta(minutes=amount)
         elif unit in ("h", "H"):
@@ -98,20 +121,15 @@ def parse_date_bound(value: str, attr: str) -> datetime | None:
             moment = current - timedelta(days=amount)
         elif unit == "w":
             moment = current - timedelta(weeks=amount)
-        elif unit == "q":
-            moment = _minus_months(current, 3 * amount)
-        elif unit == "m":
-            moment = _minus_months(current, amount)
         else:
-            moment = _minus_months(current, 12 * amount)
+            moment = _minus_months(current, {"m": 1, "q": 3}.get(unit, 12) * amount)
         if edge == "Start":
             return _start_of(moment, unit)
         if edge == "End":
-            return _start_of(moment, unit) + {"h": timedelta(hours=1), "H": timedelta(hours=1),
-                                               "d": timedelta(days=1), "w": timedelta(weeks=1)}.get(
-                unit, timedelta(days=1)) - timedelta(microseconds=1)
-        return moment
-    return parse_timestamp(value, attr)
+            return _end_of(moment, unit)
+    except (OverflowError, ValueError):
+        raise ValidationError(f"{attr} is too far in the past.", attr=attr) from None
+    return moment
 
 
 def _parse_limit(value: Any, default: int, maximum: int, attr: str) -> int:
@@ -128,34 +146,45 @@ def _like_pattern(term: str) -> str:
     return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _search_clause(session: Session, term: str) -> Any:
+def _search_clause(session: Session, project_id: int, term: str) -> Any:
+    """Tickets whose customer name/email, email subject or any live message contains `term`.
+
+    Written as `id IN (a UNION b …)` rather than `a OR b OR id IN (…)`: each branch is then
+    answered from its own text index (FTS5 trigram tables on SQLite, pg_trgm GIN indexes on
+    PostgreSQL) instead of an OR that makes the planner scan every ticket.
+    """
     dialect = session.get_bind().dialect.name
-    pattern = _like_pattern(term)
     if dialect == "sqlite" and len(term) >= 3:
         # FTS5 trigram tables answer a quoted phrase as a case-insensitive substring match.
         phrase = '"' + term.replace('"', '""') + '"'
-        in_ticket = literal_column("tickets.rowid").in_(
-            text("SELECT rowid FROM ticket_fts WHERE ticket_fts MATCH :q").bindparams(q=phrase)
-        )
-        in_messages = Ticket.id.in_(
-            select(Message.ticket_id).where(
-                literal_column("messages.rowid").in_(
-                    text("SELECT rowid FROM message_fts WHERE message_fts MATCH :q2").bindparams(q2=phrase)
-                ),
-                Message.deleted_at.is_(None),
+        in_ticket = select(Ticket.id).where(
+            literal_column("tickets.rowid").in_(
+                text("SELECT rowid FROM ticket_fts WHERE ticket_fts MATCH :q").bindparams(q=phrase)
             )
         )
-        return or_(in_ticket, in_messages)
-    # PostgreSQL: ILIKE served by the pg_trgm GIN indexes. (SQLite with < 3 characters:
-    # trigrams cannot help; a short term is a plain scan.)
-    return or_(
-        Ticket.customer_name.ilike(pattern, escape="\\"),
-        Ticket.customer_email.ilike(pattern, escape="\\"),
-        Ticket.email_subject.ilike(pattern, escape="\\"),
-        Ticket.id.in_(
-            select(Message.ticket_id).where(Message.content.ilike(pattern, escape="\\"), Message.deleted_at.is_(None))
+        in_messages = select(Message.ticket_id).where(
+            literal_column("messages.rowid").in_(
+                text("SELECT rowid FROM message_fts WHERE message_fts MATCH :q2").bindparams(q2=phrase)
+            ),
+            Message.deleted_at.is_(None),
+        )
+        return Ticket.id.in_(union(in_ticket, in_messages))
+    # PostgreSQL: ILIKE served by the pg_trgm GIN indexes (a BitmapOr over the three ticket
+    # columns). SQLite with fewer than 3 characters: trigrams cannot help, a short term is a
+    # plain scan.
+    pattern = _like_pattern(term)
+    in_ticket = select(Ticket.id).where(
+        Ticket.project_id == project_id,
+        or_(
+            Ticket.customer_name.ilike(pattern, escape="\\"),
+            Ticket.customer_email.ilike(pattern, escape="\\"),
+            Ticket.email_subject.ilike(pattern, escape="\\"),
         ),
     )
+    in_messages = select(Message.ticket_id).where(
+        Message.content.ilike(pattern, escape="\\"), Message.deleted_at.is_(None)
+    )
+    return Ticket.id.in_(union(in_ticket, in_messages))
 
 
 def _tag_subquery(project_id: int, names: list[str]) -> Any:
@@ -170,6 +199,8 @@ def build_query(
     *, session: Session, project_id: int, params: Mapping[str, Any], user_id: int | None
 ) -> Select[tuple[Ticket]]:
     """Translate list parameters into a SELECT (without ordering and paging)."""
+    # A NUL character cannot be stored or compared by PostgreSQL (and matches nothing anyway).
+    params = {k: v.replace("\x00", "") if isinstance(v, str) else v for k, v in params.items()}
     q = select(Ticket).where(Ticket.project_id == project_id, Ticket.deleted_at.is_(None))
     current = now()
 
@@ -186,7 +217,7 @@ def build_query(
             assignee_terms.append(and_(Ticket.assignee_user_id.is_(None), Ticket.assignee_role_id.is_(None)))
         elif token == "me" and user_id is not None:
             assignee_terms.append(Ticket.assignee_user_id == user_id)
-        elif token.startswith("user:") and token[5:].isdigit() and len(token) < 20:
+        elif token.startswith("user:") and re.fullmatch(r"[0-9]{1,15}", token[5:]):
             assignee_terms.append(Ticket.assignee_user_id == int(token[5:]))
         elif token.startswith("role:"):
             try:
@@ -255,11 +286,11 @@ def build_query(
         term = str(search).strip()
         if len(term) > MAX_SEARCH_LENGTH:
             raise ValidationError(f"search is at most {MAX_SEARCH_LENGTH} characters.", attr="search")
-        digits = term[1:] if term.startswith("#") else term
-        if digits.isdigit() and len(digits) < 19:
-            q = q.where(Ticket.ticket_number == int(digits))
+        number = TICKET_NUMBER.fullmatch(term)
+        if number:
+            q = q.where(Ticket.ticket_number == int(number.group(1)))
         else:
-            q = q.where(_search_clause(session, term))
+            q = q.where(_search_clause(session, project_id, term))
     return q
 
 
@@ -282,16 +313,18 @@ def order_clauses(order_by: Any) -> list[Any]:
 def list_tickets(
     *, session: Session, project_id: int, params: Mapping[str, Any], user_id: int | None
 ) -> tuple[TicketPage, int, int]:
+    """One page of the list with its count. The count is exact up to COUNT_CAP matches and
+    reported as COUNT_CAP beyond it, so it never costs more than reading COUNT_CAP index rows."""
     limit = _parse_limit(params.get("limit"), DEFAULT_LIMIT, MAX_LIMIT, "limit")
     offset = _parse_limit(params.get("offset"), 0, 10**9, "offset")
     query = build_query(session=session, project_id=project_id, params=params, user_id=user_id)
     rows = list(session.scalars(query.order_by(*order_clauses(params.get("order_by"))).limit(limit + 1).offset(offset)))
     has_more = len(rows) > limit
     rows = rows[:limit]
-    if offset == 0 and not has_more:
-        count = len(rows)
+    if not has_more and (rows or offset == 0):
+        count = offset + len(rows)
     else:
         bounded = query.with_only_columns(Ticket.id).order_by(None).limit(COUNT_CAP)
         count = int(session.scalar(select(func.count()).select_from(bounded.subquery())) or 0)
-        count = max(count, offset + len(rows)) if count < COUNT_CAP else COUNT_CAP
+        count = max(count, offset + len(rows) + int(has_more))
     return TicketPage(count=count, tickets=rows, has_more=has_more), limit, offset

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.clock import as_utc, now
@@ -62,11 +65,8 @@ def get_ticket(*, session: Session, project_id: int, ref: str | uuid.UUID, for_u
     """A ticket by UUID or ticket number; deleted tickets and other projects' are 404."""
     query = select(Ticket).where(Ticket.project_id == project_id, Ticket.deleted_at.is_(None))
     text = str(ref).strip()
-    if text.lstrip("#").isdigit():
-        number = int(text.lstrip("#"))
-        if number > 2**62:
-            raise NotFoundError("Not found.")
-        query = query.where(Ticket.ticket_number == number)
+    if re.fullmatch(r"#?[0-9]{1,18}", text):
+        query = query.where(Ticket.ticket_number == int(text.lstrip("#")))
     else:
         try:
             query = query.where(Ticket.id == uuid.UUID(text))
@@ -125,17 +125,24 @@ def resolve_assignee(*, session: Session, project_id: int, value: Any) -> tuple[
 
 
 def parse_timestamp(value: Any, attr: str) -> datetime | None:
+    """An ISO 8601 string (or datetime) as an aware UTC datetime; naive input is taken as UTC."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return as_utc(value)
-    if not isinstance(value, str):
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValidationError(f"{attr} must be an ISO 8601 timestamp or null.", attr=attr) from None
+    if not isinstance(value, datetime):
         raise ValidationError(f"{attr} must be an ISO 8601 timestamp or null.", attr=attr)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(f"{attr} must be an ISO 8601 timestamp or null.", attr=attr) from None
-    return as_utc(parsed)
+        parsed = as_utc(value)
+        # Both databases and every client must be able to hold it after a shift to any zone.
+        if parsed is None or not (datetime(1900, 1, 1, tzinfo=UTC) <= parsed <= datetime(9000, 1, 1, tzinfo=UTC)):
+            raise OverflowError
+    except OverflowError:
+        raise ValidationError(f"{attr} is out of range.", attr=attr) from None
+    return parsed
 
 
 UPDATABLE = {
@@ -239,15 +246,24 @@ def normalise_tags(value: Any, *, attr: str = "tags") -> list[str]:
 
 
 def _tag_ids(*, session: Session, project_id: int, names: list[str]) -> dict[str, uuid.UUID]:
+    """Ids of the project's tags called `names`, creating the missing ones.
+
+    INSERT … ON CONFLICT DO NOTHING (both databases) so two requests adding the same new
+    tag at once do not fail on the (project, name) unique constraint."""
     if not names:
         return {}
-    existing = dict(session.execute(select(Tag.name, Tag.id).where(Tag.project_id == project_id, Tag.name.in_(names))).tuples().all())
-    for name in names:
-        if name not in existing:
-            tag = Tag(id=uuid.uuid4(), project_id=project_id, name=name)
-            session.add(tag)
-            existing[name] = tag.id
-    session.flush()
+    query = select(Tag.name, Tag.id).where(Tag.project_id == project_id, Tag.name.in_(names))
+    existing = dict(session.execute(query).tuples().all())
+    missing = [name for name in names if name not in existing]
+    if missing:
+        dialect = session.get_bind().dialect.name
+        insert_fn = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        session.execute(
+            insert_fn(Tag)
+            .values([{"id": uuid.uuid4(), "project_id": project_id, "name": name} for name in missing])
+            .on_conflict_do_nothing(index_elements=["project_id", "name"])
+        )
+        existing = dict(session.execute(query).tuples().all())
     return existing
 
 
