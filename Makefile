@@ -15,16 +15,19 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	bash scripts/fetch-posthog-js.sh
 	$(BIN)/ticketwire migrate
 	@$(BIN)/python scripts/demo.py
 	$(BIN)/ticketwire dev --host 127.0.0.1 --port $${PORT:-8000}
 
-# Redis and PostgreSQL servers from Debian packages when missing (tests start them on
+# Redis, PostgreSQL, Chromium (browser tests of the widget) and npm (posthog-js) from
+# Debian packages when missing (tests start them on
 # private ports themselves and stop them by PID).
 system-deps:
 	@bash scripts/install-system-deps.sh
 
 test: $(STAMP) system-deps
+	bash scripts/fetch-posthog-js.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

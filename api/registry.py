@@ -10,6 +10,7 @@ import importlib
 from fastapi import FastAPI
 
 ROUTER_MODULES: list[str] = [
+    "api.conversations",
     "api.ops",
     "api.webhooks",
     "api.integrations",
