@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email import policy
+from email.message import EmailMessage
 from email.parser import BytesParser
 
 import pytest
@@ -14,7 +15,7 @@ from channels.email.outbound import build_reply_mime, make_message_id, render_ma
 from channels.errors import PermanentDeliveryError
 
 
-def build(**overrides: object):  # type: ignore[no-untyped-def]
+def build(**overrides: object) -> EmailMessage:
     arguments: dict[str, object] = {
         "from_email": "support@acme.test",
         "from_name": "Acme Support",

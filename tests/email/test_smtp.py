@@ -64,7 +64,7 @@ class Recorder:
             return self.data_answers.pop(0)
         content = envelope.original_content or envelope.content
         message = BytesParser(policy=policy.default).parsebytes(content)
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, session.peer))  # type: ignore[arg-type]
+        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message, session.peer))
         return "250 Message accepted for delivery"
 
 
