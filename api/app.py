@@ -77,7 +77,10 @@ def _embedded_workers_enabled() -> bool:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    import workers.actors  # noqa: F401  (installs the after-commit dispatcher)
+    import workers.actors
+    from services.dispatch import install_dispatcher
+
+    install_dispatcher(workers.actors.dispatch)
 
     worker = scheduler = None
     if _embedded_workers_enabled():

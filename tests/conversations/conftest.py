@@ -72,10 +72,13 @@ def _fresh_knowledge() -> Iterator[None]:
 @pytest.fixture
 def dispatched() -> Iterator[list[tuple[str, str]]]:
     """Everything services hand to the workers after commit, in order (no worker runs)."""
+    from services import dispatch
+
     sent: list[tuple[str, str]] = []
+    previous = dispatch._dispatcher
     install_dispatcher(lambda kind, object_id: sent.append((kind, object_id)))
     yield sent
-    install_dispatcher(None)
+    install_dispatcher(previous)
 
 
 @pytest.fixture

@@ -31,8 +31,11 @@ def fake_slack() -> Iterator[FakeSlack]:
 @pytest.fixture
 def worker(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("TICKETWIRE_RETRY_BASE_SECONDS", "0.1")
-    import workers.actors  # noqa: F401
+    import workers.actors
+    from services.dispatch import install_dispatcher
     from workers.broker import broker, make_worker
+
+    install_dispatcher(workers.actors.dispatch)
 
     broker.flush_all()
     w = make_worker(threads=2)
