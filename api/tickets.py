@@ -25,6 +25,7 @@ from api.schemas import (
     ticket_out,
 )
 from core.db import session_scope
+from core.settings import get_settings
 from models import Role, Ticket, User
 from services import replies, ticket_query, views
 from services import tickets as ticket_service
@@ -32,11 +33,17 @@ from services.persons import persons_for_tickets, upsert_person
 from services.unread import unread_count
 
 router = SlashRouter(tags=["tickets"])
+
+
+def send_limits() -> tuple[tuple[int, int], ...]:
+    """Per-user limits for reply and compose (SPEC: "per user for reply/compose")."""
+    settings = get_settings()
+    return ((settings.send_rate_per_minute, 60), (settings.send_rate_per_hour, 3600))
 READ = require("ticket:read")
 WRITE = require("ticket:write")
 
 
-def serialise(session: Session, tickets: Iterable[Ticket]) -> list[dict[str, Any]]:
+def serialise(session: Session, tickets: Iterable[Ticket | Any]) -> list[dict[str, Any]]:
     """Shape tickets with their tags, person and assignee, in a fixed number of queries."""
     tickets = list(tickets)
     tags = ticket_service.tags_for(session=session, ticket_ids=[t.id for t in tickets])
@@ -142,7 +149,7 @@ def bulk_update_tags(project_id: int, body: BulkTagsIn, principal: Principal = D
 
 @router.post("/tickets/compose", status_code=201, summary="Create an outbound email ticket and send its first message")
 def compose(project_id: int, body: ComposeIn, response: Response, principal: Principal = Depends(WRITE)) -> dict[str, Any]:
-    enforce_rate_limit(f"user-send:{principal.user.id}", ((60, 60), (1000, 3600)))
+    enforce_rate_limit(f"user-send:{principal.user.id}", send_limits())
     session = None
     try:
         with session_scope() as session:
@@ -209,7 +216,7 @@ def list_messages(
 
 @router.post("/tickets/{ticket_id}/reply", status_code=201, summary="Post a reply or an internal note")
 def reply(project_id: int, ticket_id: str, body: ReplyIn, response: Response, principal: Principal = Depends(WRITE)) -> dict[str, Any]:
-    enforce_rate_limit(f"user-send:{principal.user.id}", ((60, 60), (1000, 3600)))
+    enforce_rate_limit(f"user-send:{principal.user.id}", send_limits())
     session = None
     try:
         with session_scope() as session:

@@ -40,6 +40,8 @@ class Settings:
     var_dir: Path
     rate_limit_per_minute: int = 480
     rate_limit_per_hour: int = 4800
+    send_rate_per_minute: int = 60
+    send_rate_per_hour: int = 1000
     max_body_bytes: int = 1_000_000
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -61,6 +63,8 @@ def load_settings() -> Settings:
         var_dir=var_dir,
         rate_limit_per_minute=int(os.environ.get("TICKETWIRE_RATE_LIMIT_PER_MINUTE", "480")),
         rate_limit_per_hour=int(os.environ.get("TICKETWIRE_RATE_LIMIT_PER_HOUR", "4800")),
+        send_rate_per_minute=int(os.environ.get("TICKETWIRE_SEND_RATE_PER_MINUTE", "60")),
+        send_rate_per_hour=int(os.environ.get("TICKETWIRE_SEND_RATE_PER_HOUR", "1000")),
     )
 
 

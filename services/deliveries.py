@@ -135,6 +135,9 @@ def record_result(*, session: Session, delivery_id: uuid.UUID, result: DeliveryR
     if result.status == DeliveryStatus.DELIVERED:
         delivery.status = "sent"
         delivery.outcome_unknown = False
+        # No next attempt: keeps sent rows out of the (status, next_attempt_at) index range
+        # that services.edits.due_edits scans for pending channel edits.
+        delivery.next_attempt_at = None
         delivery.external_id = result.external_id
         delivery.sent_at = moment
         message.delivery_status = "sent"
@@ -212,9 +215,10 @@ def retry_failed(*, session: Session, ticket: Ticket, message_id: uuid.UUID) -> 
     return message
 
 
-def due_deliveries(*, session: Session, limit: int = 500) -> list[uuid.UUID]:
-    """Deliveries that are due but nobody is working on (for the sweeper)."""
-    return list(session.scalars(select(Delivery.id).where(_claimable(now())).order_by(Delivery.next_attempt_at).limit(limit)))
+def due_deliveries(*, session: Session, grace: float = 0.0, limit: int = 500) -> list[uuid.UUID]:
+    """Deliveries due for `grace` seconds or more that nobody is working on (for the sweeper)."""
+    moment = now() - timedelta(seconds=grace)
+    return list(session.scalars(select(Delivery.id).where(_claimable(moment)).order_by(Delivery.next_attempt_at).limit(limit)))
 
 
 def defer(*, session: Session, delivery_id: uuid.UUID, seconds: float) -> None:

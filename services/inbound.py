@@ -9,7 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from channels.base import RawEvent as AdapterEvent
@@ -39,31 +40,33 @@ def store_raw_event(
 ) -> Stored:
     """Insert the event under its unique (project, channel, event id) key.
 
-    A duplicate (vendor retry, replay) returns the existing row with created=False and
-    enqueues nothing; a retry of an event whose first attempt never landed inserts it now.
+    One INSERT … ON CONFLICT DO NOTHING RETURNING: a duplicate (vendor retry, replay) returns
+    created=False and enqueues nothing; a retry of an event whose first attempt never landed
+    inserts it now. This is the whole ack path's database work, so it stays one statement.
     """
     event_id = event_id[:500]
-    existing = session.scalar(
-        select(RawEvent.id).where(RawEvent.project_id == project_id, RawEvent.channel == channel, RawEvent.event_id == event_id)
+    moment = now()
+    values = {
+        "id": uuid.uuid4(), "project_id": project_id, "channel": channel, "event_id": event_id, "body": body,
+        "headers": {k: v for k, v in headers.items() if k in KEPT_HEADERS}, "status": "pending", "attempts": 0,
+        "next_attempt_at": moment, "received_at": moment,
+    }
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(RawEvent).values(**values)
+        .on_conflict_do_nothing(index_elements=["project_id", "channel", "event_id"])
+        .returning(RawEvent.id)
     )
-    if existing is not None:
-        return Stored(existing, False)
-    row = RawEvent(
-        id=uuid.uuid4(), project_id=project_id, channel=channel, event_id=event_id, body=body,
-        headers={k: v for k, v in headers.items() if k in KEPT_HEADERS}, status="pending", attempts=0,
-        next_attempt_at=now(), received_at=now(),
-    )
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:  # a concurrent duplicate won the race
-        found = session.scalar(
+    inserted = session.execute(statement).scalar_one_or_none()
+    if inserted is None:
+        existing = session.scalar(
             select(RawEvent.id).where(RawEvent.project_id == project_id, RawEvent.channel == channel,
                                       RawEvent.event_id == event_id)
         )
-        return Stored(found, False)  # type: ignore[arg-type]
-    after_commit(session, "ingest", row.id)
-    return Stored(row.id, True)
+        return Stored(existing, False)  # type: ignore[arg-type]
+    after_commit(session, "ingest", inserted)
+    return Stored(inserted, True)
 
 
 def _claimable(moment: Any) -> Any:
@@ -127,5 +130,8 @@ def replay_raw_event(*, session: Session, project_id: int, raw_event_id: uuid.UU
     return row
 
 
-def due_raw_events(*, session: Session, limit: int = 500) -> list[uuid.UUID]:
-    return list(session.scalars(select(RawEvent.id).where(_claimable(now())).order_by(RawEvent.next_attempt_at).limit(limit)))
+def due_raw_events(*, session: Session, grace: float = 0.0, limit: int = 500) -> list[uuid.UUID]:
+    """Events due for `grace` seconds or more that nobody holds (for the sweeper: work that was
+    just enqueued is probably still in the broker's queue, so it is left alone for a moment)."""
+    moment = now() - timedelta(seconds=grace)
+    return list(session.scalars(select(RawEvent.id).where(_claimable(moment)).order_by(RawEvent.next_attempt_at).limit(limit)))

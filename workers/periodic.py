@@ -30,8 +30,8 @@ def sweep() -> dict[str, int]:
     from workers.outbound import deliver
 
     with session_scope(read_only=True) as session:
-        events = inbound.due_raw_events(session=session)
-        due = deliveries.due_deliveries(session=session)
+        events = inbound.due_raw_events(session=session, grace=SWEEP_GRACE_SECONDS)
+        due = deliveries.due_deliveries(session=session, grace=SWEEP_GRACE_SECONDS)
     for raw_event_id in events:
         ingest_event.send(str(raw_event_id))
     for delivery_id in due:
@@ -77,6 +77,7 @@ def default_jobs() -> list[Job]:
         ("wake_snoozed_tickets", "services.snooze", "wake_snoozed_tickets", 30.0),
         ("notify_unread_replies", "services.widget", "notify_unread_replies", 60.0),
         ("fail_stale_runs", "services.conversations", "fail_stale_runs", 15.0),
+        ("sweep_edits", "services.edits", "redispatch_due_edits", 2.0),
     ):
         job = _optional(module, function)
         if job is not None:
