@@ -296,14 +296,17 @@ def open_conversation(project_id: int, conversation: uuid.UUID, body: OpenIn | N
     return JSONResponse(result)
 
 
-@router.api_route(CONVERSATION + "/cancel", methods=["PATCH", "POST"], status_code=204,
-                  summary="Cancel the conversation's in-progress run",
-                  responses={422: {"description": "Nothing to cancel."}})
+@router.patch(CONVERSATION + "/cancel", status_code=204, summary="Cancel the conversation's in-progress run",
+              responses={422: {"description": "Nothing to cancel."}})
 def cancel_conversation(project_id: int, conversation: uuid.UUID, principal: Principal = Depends(WRITE)) -> Response:
     with session_scope() as session:
         service.cancel_conversation(session=session, project_id=project_id, user_id=principal.user.id,
                                     conversation_id=conversation)
     return Response(status_code=204)
+
+
+# POST as well: clients that treat cancel as an action rather than an update.
+router.post(CONVERSATION + "/cancel", status_code=204, include_in_schema=False)(cancel_conversation)
 
 
 @router.get(CONVERSATION + "/queue", summary="The follow-up messages waiting for the current run")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.errors import ServiceError
+
+log = logging.getLogger(__name__)
 
 
 def error_body(type_: str, code: str, detail: str, attr: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -37,19 +41,34 @@ def install_error_handlers(app: FastAPI) -> None:
         extra = {"error_type": exc.error_type} if hasattr(exc, "error_type") else {}
         return JSONResponse(error_body(exc.type, exc.code, exc.detail, exc.attr, **extra), status_code=exc.status_code)
 
+    @app.exception_handler(DataError)
+    async def _data_error(_: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot hold (a NUL character in text on PostgreSQL, a number out
+        # of range): bad input, and the unit of work has already been rolled back.
+        return JSONResponse(error_body("validation_error", "invalid_input", "A value cannot be stored."), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _server_error(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=exc)
+        return JSONResponse(error_body("server_error", "error", "A server error occurred."), status_code=500)
+
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # compose answers 400 `{detail, error_type}` (the seed's shape) on top of our usual keys.
+        extra = {"error_type": "invalid_input"} if request.url.path.rstrip("/").endswith("/tickets/compose") else {}
         errors = exc.errors()
         first = errors[0] if errors else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         kind = first.get("type", "")
         if kind == "json_invalid":
-            return JSONResponse(error_body("validation_error", "parse_error", "Malformed JSON body."), status_code=400)
+            return JSONResponse(error_body("validation_error", "parse_error", "Malformed JSON body.", **extra),
+                                status_code=400)
         attr = ".".join(loc) or None
         if kind == "missing" and not loc:
-            return JSONResponse(error_body("validation_error", "parse_error", "A JSON body is required."), status_code=400)
+            return JSONResponse(error_body("validation_error", "parse_error", "A JSON body is required.", **extra),
+                                status_code=400)
         detail = str(first.get("msg", "Invalid input."))
-        return JSONResponse(error_body("validation_error", "invalid_input", detail, attr), status_code=400)
+        return JSONResponse(error_body("validation_error", "invalid_input", detail, attr, **extra), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -65,7 +65,8 @@ def authenticate(secret: str | None, project_id: int | None) -> Caller:
         if found is None:
             raise ToolError("Invalid personal API key.")
         key, user = found
-        accounts.touch_key(session=session, key=key)
+        if accounts.key_needs_touch(key):
+            accounts.touch_key(session=session, key_id=key.id)
         if project_id is None:
             env_project = os.environ.get(ENV_PROJECT_ID, "").strip()
             if env_project.isdigit():

@@ -18,6 +18,8 @@ ROUTER_MODULES: list[str] = [
     "api.identity",
     "api.widget",
     "api.sla",
+    "api.email_configs",
+    "api.campaigns",
 ]
 
 

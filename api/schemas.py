@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.clock import as_utc
 from models import Message, Person, Role, Ticket, User
 
 Status = Literal["new", "open", "pending", "on_hold", "resolved"]
@@ -78,8 +77,12 @@ class BulkTagsIn(Body):
 
 
 def iso(value: datetime | None) -> str | None:
-    value = as_utc(value)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+    """UTC ISO 8601 with a Z. SQLite hands back naive datetimes, which are UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat() + "Z"
 
 
 def user_out(user: User) -> dict[str, Any]:
@@ -93,7 +96,7 @@ def user_out(user: User) -> dict[str, Any]:
     }
 
 
-def assignee_out(ticket: Ticket, users: dict[int, User], roles: dict[uuid.UUID, Role]) -> dict[str, Any] | None:
+def assignee_out(ticket: Ticket | Any, users: dict[int, User], roles: dict[uuid.UUID, Role]) -> dict[str, Any] | None:
     if ticket.assignee_user_id is not None:
         user = users.get(ticket.assignee_user_id)
         return {"id": ticket.assignee_user_id, "type": "user", "user": user_out(user) if user else None, "role": None}
@@ -108,7 +111,7 @@ def assignee_out(ticket: Ticket, users: dict[int, User], roles: dict[uuid.UUID, 
     return None
 
 
-def person_out(person: Person | None, distinct_ids: list[str]) -> dict[str, Any] | None:
+def person_out(person: Person | Any | None, distinct_ids: list[str]) -> dict[str, Any] | None:
     if person is None:
         return None
     properties = dict(person.properties or {})
@@ -127,10 +130,10 @@ def person_out(person: Person | None, distinct_ids: list[str]) -> dict[str, Any]
 
 
 def ticket_out(
-    ticket: Ticket,
+    ticket: Ticket | Any,
     *,
     tags: list[str],
-    person: tuple[Person, list[str]] | None,
+    person: tuple[Any, list[str]] | None,
     users: dict[int, User],
     roles: dict[uuid.UUID, Role],
 ) -> dict[str, Any]:

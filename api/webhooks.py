@@ -7,6 +7,7 @@ signature 401 (generic body), handshake answered, malformed body 400, duplicate 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -23,10 +24,17 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
 
 
-def _store(project_id: int, channel: str, event_id: str, raw: RawRequest) -> bool:
+IGNORED_REPOSITORY = "ignored: the repository is not in the integration's repositories"
+
+
+def _store(project_id: int, channel: str, event_id: str, raw: RawRequest, ignored: str | None = None) -> bool:
     with session_scope() as session:
         stored = inbound.store_raw_event(session=session, project_id=project_id, channel=channel, event_id=event_id,
                                          body=raw.body, headers=dict(raw.headers))
+        if ignored and stored.created:
+            # Recorded for the operator (and replayable once the list changes), never parsed:
+            # the ingest message queued by the insert finds the event finished and does nothing.
+            inbound.finish_raw_event(session=session, raw_event_id=stored.id, status="ignored", error=ignored)
     return stored.created
 
 
@@ -51,12 +59,20 @@ async def receive(channel: str, project_id: int, request: Request) -> Response:
             metrics.WEBHOOKS.labels(channel, "handshake").inc()
             return Response(handshake.body, status_code=handshake.status, media_type=handshake.content_type)
         event_id = adapter.event_id(raw)
+        # GitHub: an organisation hook reports every repository; events of those outside the
+        # integration's list are answered 200 (anything else lists as a failed delivery under
+        # the hook's Recent Deliveries) and recorded as ignored with the reason.
+        is_ignored = getattr(adapter, "is_ignored_repository", None)
+        ignored = IGNORED_REPOSITORY if callable(is_ignored) and is_ignored(raw) else None
     except MalformedPayloadError as exc:
         metrics.WEBHOOKS.labels(channel, "malformed").inc()
         return JSONResponse(error_body("validation_error", "malformed", str(exc)), status_code=400)
-    created = await run_in_threadpool(_store, project_id, channel, event_id, raw)
-    metrics.WEBHOOKS.labels(channel, "accepted" if created else "duplicate").inc()
-    return JSONResponse({"ok": True, "duplicate": not created}, status_code=200)
+    created = await run_in_threadpool(_store, project_id, channel, event_id, raw, ignored)
+    metrics.WEBHOOKS.labels(channel, "ignored" if ignored else "accepted" if created else "duplicate").inc()
+    answer: dict[str, Any] = {"ok": True, "duplicate": not created}
+    if ignored:
+        answer["ignored"] = True
+    return JSONResponse(answer, status_code=200)
 
 
 @router.post("/webhooks/slack/{project_id}/events", summary="Slack Events API")

@@ -21,12 +21,21 @@ class ChannelSpec:
     adapter_path: str
     config_path: str
     secret_fields: tuple[str, ...]
-    # Outbound pacing before the vendor has to say 429: messages per second per pacing key.
-    rate_per_second: float | None = None
+    # Outbound pacing before the vendor has to say 429: the adapter's own published limit
+    # ("module:CONSTANT", loaded lazily like the classes) and the seconds it counts over.
+    rate_limit: tuple[str, float] | None = None
 
     def _load(self, path: str) -> Any:
         module, _, attr = path.partition(":")
         return getattr(importlib.import_module(module), attr)
+
+    @property
+    def rate_per_second(self) -> float | None:
+        """Messages per second per pacing key (`adapter.rate_limit_key(reply)`), or None."""
+        if self.rate_limit is None:
+            return None
+        path, period_seconds = self.rate_limit
+        return float(self._load(path)) / period_seconds
 
     def build(self, settings: Mapping[str, Any], *, cache: KeyValueCache | None = None) -> ChannelAdapter:
         config = self._load(self.config_path).from_settings(dict(settings))
@@ -42,21 +51,21 @@ CHANNELS: dict[str, ChannelSpec] = {
         "slack", "channels.slack.adapter:SlackAdapter", "channels.slack.adapter:SlackConfig",
         secret_fields=("bot_token", "signing_secret"),
         # Slack chat.postMessage: "1 message per second per channel" (Web API rate limits).
-        rate_per_second=1.0,
+        rate_limit=("channels.slack.outbound:RATE_LIMIT_PER_CHANNEL_PER_SECOND", 1.0),
     ),
     "github": ChannelSpec(
         "github", "channels.github.adapter:GitHubAdapter", "channels.github.adapter:GitHubConfig",
         secret_fields=("token", "webhook_secret", "private_key"),
         # GitHub secondary limits: 80 content-creating requests per minute and 500 per hour;
         # the hourly one binds for a steady backlog.
-        rate_per_second=500 / 3600,
+        rate_limit=("channels.github.outbound:CONTENT_CREATION_LIMIT_PER_HOUR", 3600.0),
     ),
     "teams": ChannelSpec(
         "teams", "channels.teams.adapter:TeamsAdapter", "channels.teams.adapter:TeamsConfig",
         secret_fields=("app_password",),
         # Bot Framework per bot per thread: 7/1 s but also 8/2 s and 60/30 s; the steady
         # rate that respects all of them is 2 per second.
-        rate_per_second=2.0,
+        rate_limit=("channels.teams.outbound:RATE_LIMIT_PER_THREAD_PER_SECOND", 1.0),
     ),
     "widget": ChannelSpec(
         "widget", "channels.widget.adapter:WidgetAdapter", "channels.widget.adapter:WidgetConfig",

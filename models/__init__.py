@@ -2,6 +2,7 @@
 
 from models.account import ApiKey, Project, ProjectMember, Role, RoleMember, User
 from models.base import Base
+from models.campaign import Campaign, EmailUnsubscribe  # noqa: F401  (compose campaigns, issue 5)
 from models.conversation import (  # noqa: F401  (AI conversations, issue 7)
     AgentRun,
     AgentRunEvent,

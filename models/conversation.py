@@ -184,7 +184,8 @@ class HelpArticle(Base):
     created_at: Mapped[datetime] = created_at_col()
     updated_at: Mapped[datetime] = updated_at_col()
 
-    __table_args__ = (Index("ix_help_articles_project", "project_id", "updated_at"),)
+    # Covers the knowledge fingerprint (count and latest update of published articles).
+    __table_args__ = (Index("ix_help_articles_project", "project_id", "published", "updated_at"),)
 
 
 class ProjectAISettings(Base):

@@ -197,8 +197,17 @@ def send_draft(*, session: Session, ticket: Ticket, message_id: Any, author: Use
 # -- auto-answers ---------------------------------------------------------------------------
 
 def request_processing(session: Session, ticket: Ticket) -> None:
-    """Hook for ingest: after this transaction commits, the workers triage (and maybe answer) the new ticket."""
+    """After this transaction commits, the workers triage (and maybe answer) the new ticket."""
     after_commit(session, "ai_ticket", ticket.id)
+
+
+def on_customer_message(*, session: Session, ticket: Ticket, message: Message, new_ticket: bool) -> str | None:
+    """The one hook for ingest (every channel), called after a customer message is stored:
+    a new ticket is queued for triage and auto-answer; a reply settles a proposed AI answer."""
+    if new_ticket:
+        request_processing(session, ticket)
+        return None
+    return handle_customer_reply(session=session, ticket=ticket, message=message)
 
 
 def process_new_ticket(*, ticket_id: uuid.UUID | str, runtime: AgentRuntime | None = None) -> dict[str, Any]:

@@ -754,6 +754,7 @@ def execute_run(run_id: uuid.UUID | str, *, runtime: AgentRuntime | None = None)
         producer.start()
         cache, cancel_key = get_cache(), _cancel_key(run_uuid)
         last_cache_poll = 0.0
+        urgent = False
         while True:
             try:
                 kind, payload = sink.get(timeout=CACHE_POLL_INTERVAL)
@@ -769,15 +770,19 @@ def execute_run(run_id: uuid.UUID | str, *, runtime: AgentRuntime | None = None)
                     log.error("agent run %s crashed", run_uuid, exc_info=payload)
                     error = f"internal error ({type(payload).__name__})"
                 break
-            urgent = writer.add(payload) if kind == "event" else False
+            if kind == "event" and writer.add(payload):
+                urgent = True
             moment = time.monotonic()
             if moment - last_cache_poll >= CACHE_POLL_INTERVAL:
                 last_cache_poll = moment
                 if cache.get(cancel_key):
                     status = "cancelled"
                     break
+            # Write at once what a client waits for (the first token, a tool call), but take
+            # whatever else is already waiting into the same transaction.
             due = writer.pending_tokens and moment - writer.last_write >= FLUSH_INTERVAL
-            if urgent or due or moment - writer.last_write >= HEARTBEAT_INTERVAL:
+            if (urgent and sink.empty()) or due or moment - writer.last_write >= HEARTBEAT_INTERVAL:
+                urgent = False
                 if writer.flush():
                     status = "cancelled"
                     break

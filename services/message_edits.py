@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.clock import now
 from models import Delivery, Message, Ticket, User
-from services import replies
+from services import edits, replies
 from services.dispatch import after_commit
 from services.errors import NotFoundError, PermissionDeniedError, ValidationError
 
@@ -122,6 +122,7 @@ def _delivery_edit_status(*, session: Session, ticket: Ticket, message: Message)
     if channel in STORE_READ_CHANNELS:
         return APPLIED, delivery.status
     if channel in EDITABLE_CHANNELS:
+        edits.mark_pending(session=session, delivery_id=delivery.id)  # durable: the sweeper finds it
         after_commit(session, "edit", message.id)
         return PENDING_CHANNEL_EDIT, delivery.status
     return NOT_SUPPORTED_BY_CHANNEL, delivery.status

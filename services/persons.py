@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Person, PersonDistinctId, Ticket
+from models import Person, PersonDistinctId
 
 
 def upsert_person(
@@ -23,6 +23,7 @@ def upsert_person(
     is_identified: bool = False,
 ) -> Person:
     """Find the person behind `distinct_id` or create one; fill in what we learned."""
+    email = email.strip().lower() if email else None
     link = session.get(PersonDistinctId, (project_id, distinct_id))
     person = session.get(Person, link.person_id) if link else None
     if person is None:
@@ -44,49 +45,59 @@ def upsert_person(
     return person
 
 
-def persons_for_tickets(*, session: Session, tickets: Iterable[Ticket]) -> dict[uuid.UUID, tuple[Person, list[str]]]:
-    """Map ticket id → (person, distinct ids) in two queries, for list embedding."""
+PERSON_COLUMNS = (Person.id, Person.name, Person.email, Person.properties, Person.is_identified, Person.created_at)
+
+
+def persons_for_tickets(*, session: Session, tickets: Iterable[Any]) -> dict[uuid.UUID, tuple[Any, list[str]]]:
+    """Map ticket id → (person row, the person's distinct ids) for list embedding.
+
+    A ticket's person is found by its distinct_id, or by its customer email when it has none
+    (email tickets). At most three small queries for any page size; rows, not ORM objects,
+    because a page of 100–1000 tickets is on the hot path. `tickets` may be Ticket objects or
+    rows with the same attribute names."""
     tickets = list(tickets)
-    by_distinct: dict[tuple[int, str], list[Ticket]] = {}
-    by_email: dict[tuple[int, str], list[Ticket]] = {}
+    by_distinct: dict[tuple[int, str], list[uuid.UUID]] = {}
+    by_email: dict[tuple[int, str], list[uuid.UUID]] = {}
     for t in tickets:
         if t.distinct_id:
-            by_distinct.setdefault((t.project_id, t.distinct_id), []).append(t)
+            by_distinct.setdefault((t.project_id, t.distinct_id), []).append(t.id)
         elif t.customer_email:
-            by_email.setdefault((t.project_id, t.customer_email), []).append(t)
-    result: dict[uuid.UUID, tuple[Person, list[str]]] = {}
-    person_ids: dict[uuid.UUID, list[Ticket]] = {}
-    if by_distinct:
-        links = session.execute(
-            select(PersonDistinctId.project_id, PersonDistinctId.distinct_id, PersonDistinctId.person_id).where(
-                PersonDistinctId.project_id.in_({p for p, _ in by_distinct}),
-                PersonDistinctId.distinct_id.in_({d for _, d in by_distinct}),
-            )
-        ).all()
-        for project_id, distinct_id, person_id in links:
-            person_ids.setdefault(person_id, []).extend(by_distinct.get((project_id, distinct_id), []))
-    if by_email:
+            by_email.setdefault((t.project_id, t.customer_email.lower()), []).append(t.id)
+    persons: dict[uuid.UUID, Any] = {}
+    tickets_of: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for project_id in {p for p, _ in by_distinct}:
+        wanted = [d for p, d in by_distinct if p == project_id]
         rows = session.execute(
-            select(Person.id, Person.project_id, Person.email).where(
-                Person.project_id.in_({p for p, _ in by_email}), Person.email.in_({e for _, e in by_email})
-            )
+            select(PersonDistinctId.distinct_id, *PERSON_COLUMNS)
+            .join(Person, Person.id == PersonDistinctId.person_id)
+            .where(PersonDistinctId.project_id == project_id, PersonDistinctId.distinct_id.in_(wanted))
         ).all()
-        for person_id, project_id, email in rows:
-            person_ids.setdefault(person_id, []).extend(by_email.get((project_id, email), []))
-    if not person_ids:
-        return result
-    persons = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(person_ids)))}
+        for row in rows:
+            persons[row.id] = row
+            tickets_of.setdefault(row.id, []).extend(by_distinct[(project_id, row.distinct_id)])
+    for project_id in {p for p, _ in by_email}:
+        wanted = [e for p, e in by_email if p == project_id]
+        rows = session.execute(
+            select(*PERSON_COLUMNS)
+            .where(Person.project_id == project_id, Person.email.in_(wanted))
+            .order_by(Person.created_at)
+        ).all()
+        for row in rows:
+            if row.id in tickets_of:
+                continue
+            # Several persons may share an address: the oldest one wins, once per ticket.
+            persons[row.id] = row
+            tickets_of[row.id] = by_email.pop((project_id, row.email), [])
+    if not persons:
+        return {}
     distinct_ids: dict[uuid.UUID, list[str]] = {}
     for person_id, distinct_id in session.execute(
-        select(PersonDistinctId.person_id, PersonDistinctId.distinct_id).where(
-            PersonDistinctId.person_id.in_(person_ids)
-        )
+        select(PersonDistinctId.person_id, PersonDistinctId.distinct_id).where(PersonDistinctId.person_id.in_(persons))
     ):
         distinct_ids.setdefault(person_id, []).append(distinct_id)
-    for person_id, ts in person_ids.items():
-        person = persons.get(person_id)
-        if person is None:
-            continue
-        for t in ts:
-            result.setdefault(t.id, (person, sorted(distinct_ids.get(person_id, []))))
+    result: dict[uuid.UUID, tuple[Any, list[str]]] = {}
+    for person_id, ticket_ids in tickets_of.items():
+        entry = (persons[person_id], sorted(distinct_ids.get(person_id, [])))
+        for ticket_id in ticket_ids:
+            result.setdefault(ticket_id, entry)
     return result

@@ -331,6 +331,7 @@ def _parse_uuids(values: list[Any]) -> list[uuid.UUID]:
 def bulk_update_tags(
     *, session: Session, project_id: int, ids: list[Any], action: Any, tags: Any
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Add, remove or set tags on the given tickets of this project; others are skipped."""
     if action not in ("add", "remove", "set"):
         raise ValidationError("action must be one of add, remove, set.", attr="action")
     if not isinstance(ids, list) or len(ids) > 500:
@@ -345,8 +346,13 @@ def bulk_update_tags(
         )
     }
     current = tags_for(session=session, ticket_ids=found)
-    updated, skipped = [], []
+    updated: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for raw in ids:
+        if str(raw) in seen:
+            continue
+        seen.add(str(raw))
         try:
             ticket = found.get(uuid.UUID(str(raw)))
         except ValueError:

@@ -55,6 +55,7 @@ MAX_CONTEXT_KEY, MAX_CONTEXT_VALUE = 100, 2000
 MESSAGES_PAGE_DEFAULT, MESSAGES_PAGE_MAX = 50, 500
 TICKETS_PAGE_DEFAULT, TICKETS_PAGE_MAX = 20, 100
 RESTORE_TOKEN_TTL = timedelta(minutes=60)
+DEFAULT_UNREAD_NOTIFICATION_DELAY = timedelta(minutes=30)
 PROJECT_CACHE_TTL = 10
 # The SDK's session id is a UUIDv7; server callers may use any long random id. A short or
 # exotic id is refused so sessions cannot be guessed, and ":" stays reserved for `v:` ids.
@@ -690,7 +691,8 @@ def _email_out(row: WidgetNotification) -> VisitorEmail:
                         payload=decrypt_json(row.payload_enc))
 
 
-def notify_unread_replies(*, session: Session, older_than: timedelta, limit: int = 500) -> list[VisitorEmail]:
+def notify_unread_replies(*, session: Session, older_than: timedelta = DEFAULT_UNREAD_NOTIFICATION_DELAY,
+                          limit: int = 500) -> list[VisitorEmail]:
     """Queue an email for each widget visitor who left an address and has not read a team
     reply for `older_than` (or the project's `unread_notification_minutes`).
 

@@ -27,7 +27,12 @@ def process_raw_event(raw_event_id: uuid.UUID) -> str | None:
         return None
     project_id, channel, event, attempt = claimed
     try:
-        adapter = integrations.adapter_for(project_id=project_id, channel=channel)
+        if channel == "email":  # the adapter of the email config that received the mail
+            from services import email_inbound
+
+            adapter = email_inbound.adapter_for_event(project_id=project_id, event=event)
+        else:
+            adapter = integrations.adapter_for(project_id=project_id, channel=channel)
         messages = adapter.parse(event)
     except (UnsupportedEventError, MalformedPayloadError, ChannelNotConfiguredError) as exc:
         # Permanent: keep the event, its error visible and replayable, and move on.
@@ -41,7 +46,13 @@ def process_raw_event(raw_event_id: uuid.UUID) -> str | None:
         return _retry_later(raw_event_id, channel, exc, attempt)
     try:
         with session_scope() as session:
-            applied = apply_inbound(session=session, project_id=project_id, messages=messages)
+            if channel == "email":  # threading by Message-ID and reply token, loops, bounces
+                from services import email_inbound
+
+                applied = email_inbound.apply_email(session=session, project_id=project_id, event=event,
+                                                    messages=messages)
+            else:
+                applied = apply_inbound(session=session, project_id=project_id, messages=messages)
             if applied.orphans and not applied.changed and attempt < ORPHAN_ATTEMPTS:
                 # Vendors deliver concurrently: a thread reply can overtake the event that
                 # opens its ticket. Look again shortly before calling it a stranger's thread.

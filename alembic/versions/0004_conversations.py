@@ -53,7 +53,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_help_articles'))
     )
     with op.batch_alter_table('help_articles', schema=None) as batch_op:
-        batch_op.create_index('ix_help_articles_project', ['project_id', 'updated_at'], unique=False)
+        batch_op.create_index('ix_help_articles_project', ['project_id', 'published', 'updated_at'], unique=False)
 
     op.create_table('project_ai_settings',
     sa.Column('project_id', sa.Integer(), nullable=False),

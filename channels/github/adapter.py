@@ -256,6 +256,18 @@ class GitHubAdapter:
         except DeliveryError as error:
             return self._failure(error)
 
+    def edit_delivered(self, reply: OutboundReply, external_id: str) -> DeliveryResult:
+        """Replace the text of a delivered reply: PATCH the comment whose id is `external_id`.
+
+        The new body carries the same delivery marker, so `find_delivered` and the inbound
+        echo filter still recognise the comment as ours after the edit.
+        """
+        try:
+            repo, _ = outbound.issue_of(reply.thread)
+        except DeliveryError as error:
+            return self._failure(error)
+        return self.edit_comment(repo, external_id, reply.text, delivery_id=reply.delivery_id)
+
     def rate_limit_key(self, reply: OutboundReply) -> str:
         """The pacing bucket of a reply: GitHub's content-creation limit is per account.
 

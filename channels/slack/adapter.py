@@ -18,7 +18,7 @@ from channels.base import (
     RawRequest,
     RawResponse,
 )
-from channels.errors import ChannelNotConfiguredError, MalformedPayloadError
+from channels.errors import ChannelNotConfiguredError, DeliveryError, MalformedPayloadError
 from channels.slack import inbound, outbound
 from channels.slack.client import DEFAULT_TIMEOUT, SlackClient, build_web_client
 from channels.slack.signature import SlackSigner
@@ -127,3 +127,11 @@ class SlackAdapter:
     def edit_message(self, channel: str, ts: str, text: str) -> DeliveryResult:
         """Replace the text of a message the bot posted (used when a team reply is edited)."""
         return outbound.edit_message(self._client, channel, ts, text)
+
+    def edit_delivered(self, reply: OutboundReply, external_id: str) -> DeliveryResult:
+        """Replace the text of a delivered reply: chat.update of the post whose ts is `external_id`."""
+        try:
+            _, channel, _ = outbound.thread_of(reply)
+        except DeliveryError as exc:
+            return DeliveryResult.from_error(exc)
+        return outbound.edit_message(self._client, channel, external_id, reply.text)

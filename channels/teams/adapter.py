@@ -211,6 +211,10 @@ class TeamsAdapter:
             return DeliveryResult.from_error(exc)
         return DeliveryResult.delivered(updated)
 
+    def edit_delivered(self, reply: OutboundReply, external_id: str) -> DeliveryResult:
+        """Replace the text of a delivered reply: update the activity whose id is `external_id`."""
+        return self.update_activity(reply, external_id)
+
     def rate_limit_key(self, reply: OutboundReply) -> str:
         return outbound.rate_limit_key(reply, app_id=self.config.app_id)
 

@@ -4,15 +4,16 @@ tickets, ranked with BM25.
 The index is built per project on first use and kept in the process; every search first
 compares a cheap fingerprint (count and latest update of articles and of resolved tickets)
 and rebuilds when it changed, so an edited article is answered from at once without any
-cross-process invalidation.
+cross-process invalidation (newly resolved tickets: within `TICKETS_STALE_SECONDS`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -28,6 +29,9 @@ from services.agent.text import terms
 # Resolved tickets older than the newest N are not indexed: recent answers are the ones that
 # still hold, and the index stays small on a busy project.
 MAX_TICKETS = 2000
+# An article change rebuilds the index at once; newly resolved tickets join it at most this
+# late, so a project resolving tickets every second does not rebuild on every question.
+TICKETS_STALE_SECONDS = 60.0
 TITLE_WEIGHT = 2  # a title term counts as much as this many body occurrences
 
 
@@ -44,6 +48,12 @@ class KnowledgeIndex:
     documents: list[Document]
     bm25: BM25Index
     is_article: list[bool]
+    built_at: float = field(default_factory=time.monotonic)
+
+    def is_current(self, fingerprint: tuple[Any, ...]) -> bool:
+        if fingerprint[:2] != self.fingerprint[:2]:
+            return False  # articles changed
+        return fingerprint == self.fingerprint or time.monotonic() - self.built_at < TICKETS_STALE_SECONDS
 
     def search(self, query: str, *, limit: int = 5, articles_only: bool = False) -> list[KnowledgeHit]:
         hits = self.bm25.search(terms(query), limit=limit, allowed=self.is_article if articles_only else None)
@@ -146,13 +156,13 @@ def get_index(project_id: int) -> KnowledgeIndex:
     with session_scope(read_only=True) as session:
         fingerprint = _fingerprint(session, project_id)
         cached = _cache.get(key)
-        if cached is not None and cached.fingerprint == fingerprint:
+        if cached is not None and cached.is_current(fingerprint):
             return cached
     with _guard:
         lock = _locks.setdefault(key, threading.Lock())
     with lock:  # one build per project at a time; the others wait for it
         cached = _cache.get(key)
-        if cached is not None and cached.fingerprint == fingerprint:
+        if cached is not None and cached.is_current(fingerprint):
             return cached
         with session_scope(read_only=True) as session:
             index = build_index(session, project_id, fingerprint)
@@ -210,8 +220,8 @@ def create_article(*, session: Session, project_id: int, data: dict[str, Any]) -
 
     fields = _article_fields(data, partial=False)
     stamp = now()
-    article = HelpArticle(id=uuid.uuid4(), project_id=project_id, created_at=stamp, updated_at=stamp,
-                          url=None, tags=[], published=True, **fields)
+    fields = {"url": None, "tags": [], "published": True, **fields}
+    article = HelpArticle(id=uuid.uuid4(), project_id=project_id, created_at=stamp, updated_at=stamp, **fields)
     session.add(article)
     session.flush()
     return article

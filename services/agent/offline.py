@@ -75,14 +75,15 @@ def _chunks(text: str) -> Iterator[TokenEvent]:
         yield TokenEvent(piece)
 
 
-def retrieval_query(request: AgentRequest) -> str:
-    """The question, with the previous question prepended when it is a short follow-up."""
+def retrieval_queries(request: AgentRequest) -> list[str]:
+    """The question, then (for a follow-up the question alone does not answer) the previous
+    question and this one together."""
     question = request.question.strip()
-    if len(terms(question)) < 3:
-        previous = [t.content for t in request.history if t.role == "user"]
-        if previous:
-            return f"{previous[-1]} {question}"
-    return question
+    previous = [t.content for t in request.history if t.role == "user" and t.content.strip()]
+    queries = [question] if terms(question) else []
+    if previous:
+        queries.append(f"{previous[-1]} {question}")
+    return queries
 
 
 def compose(hits: list[KnowledgeHit], *, audience: str) -> tuple[str, list[KnowledgeHit]]:
@@ -112,16 +113,20 @@ class OfflineRuntime:
     name = "offline"
 
     def stream(self, request: AgentRequest) -> Iterator[AgentEvent]:
-        query = retrieval_query(request)
-        if not terms(query):
+        queries = retrieval_queries(request)
+        if not queries:
             yield from _chunks(NEED_MORE)
             yield AnswerEnd(citations=[], confidence=0.0, declined=True)
             return
         tool = "search_help_center"
-        yield ToolCallEvent(call_id="search-1", name=tool, arguments={"query": query})
-        hits = request.toolbox.search_knowledge(query, limit=5)
-        yield ToolResultEvent(call_id="search-1", name=tool, result=[h.source.as_dict() for h in hits])
-        text, cited = compose(hits, audience=request.audience)
+        text, cited = "", []
+        for number, query in enumerate(queries, start=1):
+            yield ToolCallEvent(call_id=f"search-{number}", name=tool, arguments={"query": query})
+            hits = request.toolbox.search_knowledge(query, limit=5)
+            yield ToolResultEvent(call_id=f"search-{number}", name=tool, result=[h.source.as_dict() for h in hits])
+            text, cited = compose(hits, audience=request.audience)
+            if cited:
+                break
         yield from _chunks(text)
         if not cited:
             yield AnswerEnd(citations=[], confidence=0.0, declined=True)

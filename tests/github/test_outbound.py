@@ -263,6 +263,38 @@ def test_editing_a_sent_reply_patches_the_comment_and_keeps_the_marker(
     )
 
 
+def test_edit_delivered_patches_the_reply_comment_with_the_new_text_and_the_same_marker(
+    adapter: GitHubAdapter, github_api: FakeGitHub
+) -> None:
+    sent = adapter.deliver(reply(delivery_id="dlv-0007"))
+    assert sent.external_id is not None
+
+    result = adapter.edit_delivered(reply(delivery_id="dlv-0007", text="Fixed in 1.2.5."), sent.external_id)
+
+    [comment] = github_api.comments_on(HELLO_WORLD, 1)
+    assert (result.status, result.external_id) == (DeliveryStatus.DELIVERED, sent.external_id)
+    assert comment["body"] == "Fixed in 1.2.5.\n\n<!-- ticketwire:delivery:dlv-0007 -->"
+    assert marked_delivery_id(comment["body"]) == "dlv-0007"
+
+
+def test_edit_delivered_is_retryable_on_a_secondary_rate_limit(
+    adapter: GitHubAdapter, github_api: FakeGitHub
+) -> None:
+    sent = adapter.deliver(reply())
+    assert sent.external_id is not None
+    github_api.fail_next_with_secondary_rate_limit(retry_after=5, path=r"/issues/comments/")
+    result = adapter.edit_delivered(reply(text="later"), sent.external_id)
+    assert (result.status, result.retry_after) == (DeliveryStatus.RETRYABLE, 5.0)
+
+
+def test_edit_delivered_of_a_ticket_without_a_repository_fails_without_calling_github(
+    adapter: GitHubAdapter, github_api: FakeGitHub
+) -> None:
+    result = adapter.edit_delivered(reply(repo="not a repo"), "2000000001")
+    assert (result.status, result.error_code) == (DeliveryStatus.FAILED, "invalid_thread")
+    assert github_api.calls == []
+
+
 def test_editing_a_comment_that_no_longer_exists_fails(adapter: GitHubAdapter) -> None:
     result = adapter.edit_comment(HELLO_WORLD, 123, "new text")
     assert (result.status, result.error_code) == (DeliveryStatus.FAILED, "not_found")

@@ -236,6 +236,36 @@ def test_edit_message_of_an_unknown_message_fails(adapter: SlackAdapter, thread:
     assert (result.status, result.error_code) == (DeliveryStatus.FAILED, "message_not_found")
 
 
+def test_edit_delivered_updates_the_posted_reply_in_its_channel_with_the_new_text(
+    adapter: SlackAdapter, people: FakeSlack, thread: dict[str, str]
+) -> None:
+    posted = adapter.deliver(reply_to(thread))
+    assert posted.external_id is not None
+    edited = reply_to(thread, text="Fixed in **v3**")
+    result = adapter.edit_delivered(edited, posted.external_id)
+    assert result == DeliveryResult.delivered(posted.external_id)
+    assert people.updates == [{"channel": CHANNEL, "ts": posted.external_id, "text": "Fixed in *v3*"}]
+
+
+def test_edit_delivered_is_retryable_when_slack_rate_limits_chat_update(
+    adapter: SlackAdapter, people: FakeSlack, thread: dict[str, str]
+) -> None:
+    posted = adapter.deliver(reply_to(thread))
+    assert posted.external_id is not None
+    people.fail_next_with_rate_limit(retry_after=3, method="chat.update")
+    result = adapter.edit_delivered(reply_to(thread, text="again"), posted.external_id)
+    assert (result.status, result.retry_after) == (DeliveryStatus.RETRYABLE, 3.0)
+    assert people.updates == []
+
+
+def test_edit_delivered_of_a_ticket_without_a_slack_thread_fails_without_calling_slack(
+    adapter: SlackAdapter, people: FakeSlack
+) -> None:
+    result = adapter.edit_delivered(reply_to({}), "1767000000.000200")
+    assert (result.status, result.error_code) == (DeliveryStatus.FAILED, "invalid_thread")
+    assert people.calls_of("chat.update") == []
+
+
 def test_replies_are_paced_per_workspace_channel_at_one_per_second(
     adapter: SlackAdapter, thread: dict[str, str]
 ) -> None:

@@ -145,6 +145,31 @@ def test_update_activity_puts_the_new_text_on_the_posted_message(teams, adapter)
     assert put.activity["text"] == "We are on it."
 
 
+def test_edit_delivered_puts_the_edited_reply_on_the_activity_it_posted(teams, adapter):
+    posted = adapter.deliver(a_reply(teams))
+    edited = OutboundReply(**{**a_reply(teams).__dict__, "text": "Fixed, **really**."})
+    result = adapter.edit_delivered(edited, posted.external_id)
+    post, put = teams.activities
+    assert (result.status, result.external_id) == (DeliveryStatus.DELIVERED, post.id)
+    assert put.method == "PUT"
+    assert put.raw_path == f"/amer/v3/conversations/{ENCODED_THREAD}/activities/{post.id}"
+    assert (put.activity["id"], put.activity["text"]) == (post.id, "Fixed, **really**.")
+
+
+def test_edit_delivered_is_retryable_when_the_bot_connector_answers_429(teams, adapter):
+    teams.fail_next_rate_limited("4", path=CONNECTOR)
+    result = adapter.edit_delivered(a_reply(teams), "1700000000123")
+    assert (result.status, result.error_code, result.retry_after) == (DeliveryStatus.RETRYABLE, "rate_limited", 4.0)
+    assert teams.activities == []
+
+
+def test_edit_delivered_of_an_activity_the_bot_connector_does_not_know_fails(teams, adapter):
+    teams.server.fail_next(Reply(404, {"error": {"code": "NotFound", "message": "Activity not found"}}),
+                           path=CONNECTOR)
+    result = adapter.edit_delivered(a_reply(teams), "1700000000123")
+    assert (result.status, result.error_code) == (DeliveryStatus.FAILED, "not_found")
+
+
 # -- failures -----------------------------------------------------------------------------------
 
 
