@@ -32,6 +32,10 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
+    from core.logs import configure
+
+    configure()
+
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port or _default_port(), workers=workers,
                 log_level="info", access_log=False)
 
@@ -41,8 +45,10 @@ def dev(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Optio
     """All in one process (embedded mode): migrations, API, worker threads and periodic jobs."""
     import uvicorn
 
+    from core.logs import configure
     from core.migrate import migrate as run
 
+    configure()
     run()
     os.environ.setdefault("TICKETWIRE_EMBEDDED_WORKERS", "1")
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port or _default_port(), log_level="info")
@@ -60,8 +66,10 @@ def worker(processes: int = typer.Option(1, "--processes"), threads: int = typer
         for _ in range(processes - 1)
     ]
     import workers.actors  # noqa: F401
+    from core.logs import configure
     from workers.broker import make_worker
 
+    configure()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -78,9 +86,21 @@ def worker(processes: int = typer.Option(1, "--processes"), threads: int = typer
 def scheduler() -> None:
     """Periodic jobs (sweeper, snooze, purge); one active instance per deployment (Redis lease)."""
     import workers.actors  # noqa: F401
+    from core.logs import configure
+
+    configure()
     from workers.periodic import Scheduler
 
     Scheduler().run_forever()
+
+
+@app.command()
+def mcp(transport: str = typer.Option("stdio", "--transport", help="stdio or http"),
+        host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8765, "--port")) -> None:
+    """MCP server for AI assistants (key in TICKETWIRE_API_KEY; HTTP serves /mcp with Bearer keys)."""
+    from api.mcp_server import main as serve_mcp
+
+    serve_mcp(transport=transport, host=host, port=port)
 
 
 def _print(data: dict[str, object], as_json: bool) -> None:

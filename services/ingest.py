@@ -130,6 +130,8 @@ def apply_inbound(*, session: Session, project_id: int, messages: list[Any]) -> 
         if msg.kind == MessageKind.NEW:
             if _find_message(session=session, project_id=project_id, key=key) is not None:
                 continue  # de-duplicated by external id
+            existed = find_ticket_by_thread(session=session, project_id=project_id, channel=msg.channel,
+                                            thread_key=msg.thread_key) is not None
             ticket = _find_or_create_ticket(session=session, project_id=project_id, msg=msg)
             if ticket is None:
                 orphans += 1  # a reply in a thread we do not track (or not yet)
@@ -142,11 +144,14 @@ def apply_inbound(*, session: Session, project_id: int, messages: list[Any]) -> 
             if msg.author.is_team_member:
                 _add_team_message_from_channel(session=session, ticket=ticket, msg=msg, key=key, attachments=attachments)
             else:
-                add_customer_message(
+                message = add_customer_message(
                     session=session, ticket=ticket, content=msg.text, author_name=msg.author.name, external_id=key,
                     rich_content=dict(msg.rich_content) if msg.rich_content else None, attachments=attachments,
                     author_external_id=msg.author.external_id, created_at=msg.sent_at,
                 )
+                from services import ai_tickets
+
+                ai_tickets.on_customer_message(session=session, ticket=ticket, message=message, new_ticket=not existed)
             changed += 1
         elif msg.kind == MessageKind.EDIT:
             message = _find_message(session=session, project_id=project_id, key=key)

@@ -15,7 +15,11 @@ from workers.outbound import deliver
 ACTORS = {"ingest": ingest_event, "deliver": deliver}
 
 # Actors that arrive with their feature (agent runs, channel edits).
-for kind, module, name in (("run", "workers.agent", "run_agent"), ("edit", "workers.edits", "edit_delivered_message")):
+for kind, module, name in (
+    ("run", "workers.agent", "run_agent"),
+    ("ai_ticket", "workers.agent", "process_ticket_ai"),
+    ("edit", "workers.edits", "edit_delivered_message"),
+):
     try:
         ACTORS[kind] = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):

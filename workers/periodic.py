@@ -77,6 +77,7 @@ def default_jobs() -> list[Job]:
         ("wake_snoozed_tickets", "services.snooze", "wake_snoozed_tickets", 30.0),
         ("notify_unread_replies", "services.widget", "notify_unread_replies", 60.0),
         ("fail_stale_runs", "services.conversations", "fail_stale_runs", 15.0),
+        ("redispatch_queued_runs", "services.conversations", "redispatch_queued_runs", 30.0),
         ("sweep_edits", "services.edits", "redispatch_due_edits", 2.0),
     ):
         job = _optional(module, function)
