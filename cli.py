@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -92,6 +93,71 @@ def scheduler() -> None:
     from workers.periodic import Scheduler
 
     Scheduler().run_forever()
+
+
+@app.command()
+def smtp(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(2525, "--port"),
+    tls_cert: str = typer.Option(None, "--tls-cert", envvar="TICKETWIRE_SMTP_TLS_CERT"),
+    tls_key: str = typer.Option(None, "--tls-key", envvar="TICKETWIRE_SMTP_TLS_KEY"),
+    hostname: str = typer.Option(None, "--hostname", help="Name in the banner and in Received lines."),
+) -> None:
+    """Inbound SMTP listener for the email configs' inbound addresses (STARTTLS with a certificate)."""
+    import workers.actors  # noqa: F401  (stored mail is handed to the ingest workers after commit)
+    from channels.email.listener import serve as serve_smtp
+    from core.logs import configure
+    from services.email_inbound import SmtpMailbox
+
+    configure()
+    typer.echo(f"SMTP listener on {host}:{port} (STARTTLS {'on' if tls_cert else 'off'})", err=True)
+    serve_smtp(SmtpMailbox(), host=host, port=port, cert_file=tls_cert, key_file=tls_key, hostname=hostname)
+
+
+@app.command("imap-poll")
+def imap_poll(
+    every: float = typer.Option(30.0, "--every", help="Seconds between two polls of the mailboxes."),
+    once: bool = typer.Option(False, "--once", help="Poll every IMAP mailbox once and exit."),
+) -> None:
+    """Poll the IMAP mailboxes of email configs into tickets (the scheduler does it too)."""
+    import signal
+    import threading
+
+    import workers.actors  # noqa: F401
+    from services import imap_poll as poller
+
+    if once:
+        for config_id in poller.imap_config_ids():
+            result = poller.poll_mailbox(config_id=config_id)
+            typer.echo(f"{config_id}: {'ok' if result.ok else 'failed'}: {result.detail}")
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    poller.run_poller(every=every, stop=stop)
+
+
+@app.command()
+def compose(
+    csv_file: Path = typer.Option(..., "--csv", exists=True, dir_okay=False, readable=True,
+                                  help="Recipients: a header row with an email column; name, distinct_id and any other column as {{fields}}."),
+    project_name: str = typer.Option(..., "--project-name"),
+    email_config_id: str = typer.Option(..., "--email-config-id"),
+    subject: str = typer.Option(..., "--subject", help="May use {{fields}} too."),
+    message_file: Path = typer.Option(..., "--message-file", exists=True, dir_okay=False, readable=True,
+                                      help="The message in markdown, with {{name}}-style fields."),
+    email: str = typer.Option(None, "--email", help="Send as this team member (default: the project's first member)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the sending with a progress bar."),
+    timeout: float = typer.Option(0.0, "--timeout", help="Stop following after this many seconds (0: until done)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Send a compose campaign: one email ticket per CSV row, sent at the email config's rate."""
+    from services.campaigns import run_compose_cli
+
+    raise typer.Exit(run_compose_cli(
+        csv_path=str(csv_file), project_name=project_name, email_config_id=email_config_id, subject=subject,
+        message_file=str(message_file), user_email=email, wait=wait, timeout=timeout, as_json=as_json,
+    ))
 
 
 @app.command()

@@ -54,6 +54,9 @@ class BodySizeLimit:
         # Raw email may carry 20 attachments of up to 10 MB each.
         if path.startswith("/webhooks/email/"):
             return 25 * 1024 * 1024
+        # A campaign's CSV upload holds up to 50,000 recipients.
+        if path.rstrip("/").endswith("/conversations/campaigns"):
+            return 20 * 1024 * 1024
         return self.limit
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:

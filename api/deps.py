@@ -58,7 +58,7 @@ def _authenticate(request: Request, project_id: int | None) -> tuple[ApiKey, Use
         if found is None:
             raise ApiError(401, "authentication_error", "authentication_failed", "Invalid personal API key.")
         key, user = found
-        allowed = project_id is not None and 0 < project_id < 2**62 and accounts.key_can_access(
+        allowed = project_id is not None and 0 < project_id < 2**31 and accounts.key_can_access(
             session=session, key=key, user=user, project_id=project_id
         )
         session.expunge(user)

@@ -72,6 +72,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if type(exc.__cause__).__name__ == "_TooLarge":
+            # A streamed (chunked) body went over the limit while FastAPI was reading it; FastAPI
+            # wraps any error raised while reading a body into a 400, so unwrap it here.
+            limit = exc.__cause__.limit if hasattr(exc.__cause__, "limit") else None
+            detail = f"Request body is larger than {limit} bytes." if limit else "Request body is too large."
+            return JSONResponse(error_body("invalid_request", "too_large", detail), status_code=413)
         code = {404: "not_found", 405: "method_not_allowed", 401: "not_authenticated", 413: "too_large"}.get(
             exc.status_code, "error"
         )

@@ -78,7 +78,7 @@ def authenticate(secret: str | None, project_id: int | None) -> Caller:
                     raise ToolError(f"Pass project_id (or set {ENV_PROJECT_ID}): this key can access "
                                     f"{len(visible)} projects.")
                 project_id = visible[0]
-        if not (0 < project_id < 2**62) or not accounts.key_can_access(session=session, key=key, user=user,
+        if not (0 < project_id < 2**31) or not accounts.key_can_access(session=session, key=key, user=user,
                                                                         project_id=project_id):
             raise ToolError("Project not found.")
         return Caller(user_id=user.id, scopes=tuple(key.scopes or []), project_id=project_id)

@@ -18,6 +18,7 @@ ROUTER_MODULES: list[str] = [
     "api.identity",
     "api.widget",
     "api.sla",
+    "api.email_webhooks",
     "api.email_configs",
     "api.campaigns",
 ]

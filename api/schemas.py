@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models import Message, Person, Role, Ticket, User
 
@@ -21,6 +21,15 @@ ChannelDetail = Literal[
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul_characters(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold U+0000; refuse it on both databases, naming the field.
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, str) and "\x00" in item for item in items):
+            raise ValueError("NUL characters are not allowed.")
+        return value
 
 
 class Assignee(Body):
@@ -129,6 +138,26 @@ def person_out(person: Person | Any | None, distinct_ids: list[str]) -> dict[str
     }
 
 
+# The ticket columns the API shows as they are, and those it shows as ISO timestamps.
+PLAIN_FIELDS = (
+    "ticket_number", "channel_source", "channel_detail", "distinct_id", "status", "priority",
+    "anonymous_traits", "escalation_reason", "ai_triage", "message_count", "last_message_text",
+    "unread_team_count", "unread_customer_count", "session_id", "session_context", "slack_channel_id",
+    "slack_thread_ts", "slack_team_id", "email_subject", "email_from", "email_to", "cc_participants",
+    "github_repo", "github_issue_number",
+)
+TIME_FIELDS = ("created_at", "updated_at", "last_message_at", "sla_due_at", "snoozed_until")
+
+
+def _columns(ticket: Ticket | Any) -> dict[str, Any]:
+    """A ticket's columns by name: one C-level zip for a row (a list page holds rows), getattr
+    for an ORM object."""
+    fields = getattr(ticket, "_fields", None)
+    if fields is not None:
+        return dict(zip(fields, ticket, strict=True))
+    return {name: getattr(ticket, name) for name in ("id", "ai_resolved", *PLAIN_FIELDS, *TIME_FIELDS)}
+
+
 def ticket_out(
     ticket: Ticket | Any,
     *,
@@ -137,42 +166,18 @@ def ticket_out(
     users: dict[int, User],
     roles: dict[uuid.UUID, Role],
 ) -> dict[str, Any]:
-    return {
-        "id": str(ticket.id),
-        "ticket_number": ticket.ticket_number,
-        "channel_source": ticket.channel_source,
-        "channel_detail": ticket.channel_detail,
-        "distinct_id": ticket.distinct_id,
-        "status": ticket.status,
-        "priority": ticket.priority,
-        "assignee": assignee_out(ticket, users, roles),
-        "anonymous_traits": ticket.anonymous_traits,
-        "ai_resolved": bool(ticket.ai_resolved),
-        "escalation_reason": ticket.escalation_reason,
-        "ai_triage": ticket.ai_triage,
-        "created_at": iso(ticket.created_at),
-        "updated_at": iso(ticket.updated_at),
-        "message_count": ticket.message_count,
-        "last_message_at": iso(ticket.last_message_at),
-        "last_message_text": ticket.last_message_text,
-        "unread_team_count": ticket.unread_team_count,
-        "unread_customer_count": ticket.unread_customer_count,
-        "session_id": ticket.session_id,
-        "session_context": ticket.session_context,
-        "sla_due_at": iso(ticket.sla_due_at),
-        "snoozed_until": iso(ticket.snoozed_until),
-        "slack_channel_id": ticket.slack_channel_id,
-        "slack_thread_ts": ticket.slack_thread_ts,
-        "slack_team_id": ticket.slack_team_id,
-        "email_subject": ticket.email_subject,
-        "email_from": ticket.email_from,
-        "email_to": ticket.email_to,
-        "cc_participants": ticket.cc_participants,
-        "github_repo": ticket.github_repo,
-        "github_issue_number": ticket.github_issue_number,
-        "person": person_out(*person) if person else None,
-        "tags": tags,
-    }
+    """The seed's ticket object. `ticket` is a Ticket or a row with the same column names."""
+    columns = _columns(ticket)
+    out: dict[str, Any] = {"id": str(columns["id"])}
+    for name in PLAIN_FIELDS:
+        out[name] = columns[name]
+    for name in TIME_FIELDS:
+        out[name] = iso(columns[name])
+    out["ai_resolved"] = bool(columns["ai_resolved"])
+    out["assignee"] = assignee_out(ticket, users, roles)
+    out["person"] = person_out(*person) if person else None
+    out["tags"] = tags
+    return out
 
 
 def message_out(message: Message) -> dict[str, Any]:

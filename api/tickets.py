@@ -50,8 +50,14 @@ def serialise(session: Session, tickets: Iterable[Ticket | Any]) -> list[dict[st
     persons = persons_for_tickets(session=session, tickets=tickets)
     user_ids = {t.assignee_user_id for t in tickets if t.assignee_user_id}
     role_ids = {t.assignee_role_id for t in tickets if t.assignee_role_id}
-    users = {u.id: u for u in session.scalars(select(User).where(User.id.in_(user_ids)))} if user_ids else {}
-    roles = {r.id: r for r in session.scalars(select(Role).where(Role.id.in_(role_ids)))} if role_ids else {}
+    # Rows, not ORM objects: user_out/assignee_out read the same attribute names.
+    users: dict[int, Any] = {}
+    if user_ids:
+        query = select(User.id, User.uuid, User.first_name, User.last_name, User.email).where(User.id.in_(user_ids))
+        users = {u.id: u for u in session.execute(query)}
+    roles: dict[Any, Any] = {}
+    if role_ids:
+        roles = {r.id: r for r in session.execute(select(Role.id, Role.name).where(Role.id.in_(role_ids)))}
     return [ticket_out(t, tags=tags[t.id], person=persons.get(t.id), users=users, roles=roles) for t in tickets]
 
 

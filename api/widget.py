@@ -446,8 +446,8 @@ async def _flags(request: Request) -> Response:
 
 
 for _path in ("/flags", "/flags/", "/decide", "/decide/"):
-    public.add_api_route(_path, _flags, methods=["GET", "POST", "OPTIONS"], include_in_schema=_path == "/flags/",
-                         summary="Feature flags stub (none)")
+    # Stubs for the SDK, not an API for people: kept out of the OpenAPI schema.
+    public.add_api_route(_path, _flags, methods=["GET", "POST", "OPTIONS"], include_in_schema=False)
 
 
 def decode_capture_body(raw: bytes, content_type: str, compression: str | None) -> list[Any]:
@@ -523,8 +523,7 @@ async def _capture(request: Request) -> Response:
 
 
 for _path in ("/e", "/e/", "/i/v0/e", "/i/v0/e/"):
-    public.add_api_route(_path, _capture, methods=["GET", "POST", "OPTIONS"], include_in_schema=_path == "/e/",
-                         summary="Event capture stub (acknowledged, not stored)")
+    public.add_api_route(_path, _capture, methods=["GET", "POST", "OPTIONS"], include_in_schema=False)
 
 
 @public.api_route("/array/{rest:path}", methods=["OPTIONS"], include_in_schema=False)

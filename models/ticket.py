@@ -136,6 +136,8 @@ class Ticket(Base):
         Index("ix_tickets_snoozed", "snoozed_until"),
         Index("ix_tickets_deleted", "deleted_at"),
         Index("ix_tickets_widget_session", "project_id", "widget_session_id"),
+        # Probing candidate ids (tag and text search) without reading the wide row (0003).
+        Index("ix_tickets_id_probe", "id", "project_id", "deleted_at", "status", "updated_at", "ticket_number"),
         # unread_count sums only tickets with unread messages: a partial index keeps it small.
         Index(
             "ix_tickets_unread",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import DeliveryResult, DeliveryStatus, OutboundReply
@@ -136,8 +136,12 @@ def record_result(*, session: Session, delivery_id: uuid.UUID, result: DeliveryR
         delivery.status = "sent"
         delivery.outcome_unknown = False
         # No next attempt: keeps sent rows out of the (status, next_attempt_at) index range
-        # that services.edits.due_edits scans for pending channel edits.
-        delivery.next_attempt_at = None
+        # that services.edits.due_edits scans, unless an edit made while this attempt was in
+        # flight waits for it (services.edits.EDIT_PENDING keeps its due time). Evaluated by
+        # the UPDATE itself, so an edit committed since this row was read is not lost.
+        delivery.next_attempt_at = case(  # type: ignore[assignment]
+            (Delivery.last_error_code == "edit_pending", Delivery.next_attempt_at), else_=None
+        )
         delivery.external_id = result.external_id
         delivery.sent_at = moment
         message.delivery_status = "sent"
@@ -150,7 +154,7 @@ def record_result(*, session: Session, delivery_id: uuid.UUID, result: DeliveryR
     created = as_utc(delivery.created_at) or moment
     if result.status == DeliveryStatus.RETRYABLE and moment - created < GIVE_UP_AFTER:
         # A timeout may have landed at the vendor: reconcile before the next send.
-        delivery.outcome_unknown = result.error_code in ("timeout", "unknown")
+        delivery.outcome_unknown = result.error_code in ("timeout", "unknown", "smtp_timeout")
         delay = max(result.retry_after or 0.0, backoff_seconds(delivery.attempts))
         delivery.status = "pending"
         delivery.next_attempt_at = moment + timedelta(seconds=delay)

@@ -28,13 +28,13 @@ from sqlalchemy import (
     union,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from core.clock import now
 from models import Message, Tag, Ticket, TicketTag
 from models.ticket import PRIORITIES, TICKET_STATUSES
 from services.errors import ValidationError
-from services.tickets import parse_timestamp
+from services.tickets import MAX_INT, parse_timestamp
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -174,17 +174,25 @@ def _bounded_count(session: Session, stmt: Select[Any], cap: int) -> int:
     return int(session.scalar(select(func.count()).select_from(stmt.limit(cap + 1).subquery())) or 0)
 
 
-def _id_in(session: Session, ids: Select[Any]) -> ColumnElement[bool]:
+def _id_in(session: Session, ids: Select[Any], *, drive: bool = True) -> ColumnElement[bool]:
     """`tickets.id IN (ids)` shaped so both planners drive the query from the (small) id set.
 
     PostgreSQL gets `id = ANY((SELECT array_agg(…)))`: an init plan it cannot turn into a
     hash join over a sequential scan of tickets, which it otherwise picks for a few thousand
-    ids under the default random_page_cost."""
-    if session.get_bind().dialect.name == "postgresql":
+    ids under the default random_page_cost. Only one such term may drive a query (`drive`):
+    a second one would be checked as a filter, a linear search of its array for every row."""
+    if drive and session.get_bind().dialect.name == "postgresql":
         sub = ids.subquery()
         array = cast(select(func.array_agg(list(sub.c)[0])).scalar_subquery(), postgresql.ARRAY(Uuid))
         return Ticket.id == any_(array)
     return Ticket.id.in_(ids)
+
+
+def _has_tag(tag_ids: list[uuid.UUID]) -> Any:
+    """EXISTS one of these tags on the ticket. An alias of ticket_tags, so that the clause
+    still has its own FROM inside a count query that joins ticket_tags itself."""
+    link = aliased(TicketTag)
+    return exists().where(link.ticket_id == Ticket.id, link.tag_id.in_(tag_ids))
 
 
 @dataclass
@@ -207,9 +215,15 @@ class _Builder:
         self.where: list[Any] = [Ticket.project_id == project_id, Ticket.deleted_at.is_(None)]
         self.page_only: list[Any] = []
         self.count_join: list[uuid.UUID] | None = None
+        self.driven = False
 
     def add(self, clause: Any) -> None:
         self.where.append(clause)
+
+    def add_candidates(self, ids: Select[Any]) -> None:
+        """Restrict to a small set of ticket ids; the first such set drives the query."""
+        self.add(_id_in(self.session, ids, drive=not self.driven))
+        self.driven = True
 
     # -- tags --------------------------------------------------------------------------------
 
@@ -223,12 +237,12 @@ class _Builder:
             return
         links = select(TicketTag.ticket_id).where(TicketTag.tag_id.in_(ids))
         if _bounded_count(self.session, links, SELECTIVE_CANDIDATES) <= SELECTIVE_CANDIDATES:
-            self.add(_id_in(self.session, links))
+            self.add_candidates(links)
         elif self.count_join is None:
-            self.page_only.append(exists().where(TicketTag.ticket_id == Ticket.id, TicketTag.tag_id.in_(ids)))
+            self.page_only.append(_has_tag(ids))
             self.count_join = ids
         else:
-            self.add(exists().where(TicketTag.ticket_id == Ticket.id, TicketTag.tag_id.in_(ids)))
+            self.add(_has_tag(ids))
 
     def all_tags(self, names: list[str]) -> None:
         for name in sorted(set(names)):
@@ -237,7 +251,7 @@ class _Builder:
     def no_tags(self, names: list[str]) -> None:
         ids = self.tag_ids(names)
         if ids:
-            self.add(~exists().where(TicketTag.ticket_id == Ticket.id, TicketTag.tag_id.in_(ids)))
+            self.add(~_has_tag(ids))
 
     # -- text search -------------------------------------------------------------------------
 
@@ -251,12 +265,14 @@ class _Builder:
             in_messages = text("SELECT rowid FROM message_fts WHERE message_fts MATCH :q2").bindparams(q2=phrase)
             probe = self._fts_count("ticket_fts", phrase) + self._fts_count("message_fts", phrase)
             if probe <= SELECTIVE_CANDIDATES:
-                self.add(Ticket.id.in_(union(
-                    select(Ticket.id).where(literal_column("tickets.rowid").in_(in_tickets)),
-                    select(Message.ticket_id).where(
+                # Two IN terms SQLite answers with a multi-index OR: ticket matches by rowid,
+                # message matches by ticket id (through the id probe index).
+                self.add(or_(
+                    literal_column("tickets.rowid").in_(in_tickets),
+                    Ticket.id.in_(select(Message.ticket_id).where(
                         literal_column("messages.rowid").in_(in_messages), Message.deleted_at.is_(None)
-                    ),
-                )))
+                    )),
+                ))
                 return
             # A common term: probe each ticket in list order (SQLite's LIKE ignores ASCII case).
             self.add(self._probe_clause(pattern, like=lambda col: col.like(pattern, escape="\\")))
@@ -278,7 +294,7 @@ class _Builder:
                 self.session, in_messages, SELECTIVE_CANDIDATES
             )
             if probe <= SELECTIVE_CANDIDATES:
-                self.add(_id_in(self.session, union(in_tickets, in_messages)))
+                self.add_candidates(union(in_tickets, in_messages))
                 return
         # Short terms (no trigram to look up) and common terms: probe each ticket in list order.
         self.add(self._probe_clause(pattern, like=lambda col: col.ilike(pattern, escape="\\")))
@@ -335,7 +351,8 @@ def build_list_query(
         elif token == "me" and user_id is not None:
             assignee_terms.append(Ticket.assignee_user_id == user_id)
         elif token.startswith("user:") and re.fullmatch(r"[0-9]{1,15}", token[5:]):
-            assignee_terms.append(Ticket.assignee_user_id == int(token[5:]))
+            user = int(token[5:])
+            assignee_terms.append(Ticket.assignee_user_id == user if user <= MAX_INT else false())
         elif token.startswith("role:"):
             try:
                 assignee_terms.append(Ticket.assignee_role_id == uuid.UUID(token[5:]))
@@ -392,7 +409,8 @@ def build_list_query(
             raise ValidationError(f"search is at most {MAX_SEARCH_LENGTH} characters.", attr="search")
         number = TICKET_NUMBER.fullmatch(term)
         if number:
-            b.add(Ticket.ticket_number == int(number.group(1)))
+            value = int(number.group(1))
+            b.add(Ticket.ticket_number == value if value <= MAX_INT else false())
         else:
             b.search(term)
 
@@ -437,7 +455,7 @@ def order_clauses(order_by: Any, table: Any = None) -> list[Any]:
 TICKET_COLUMNS = tuple(Ticket.__table__.columns)
 
 
-def _page_rows(session: Session, page: Select[Any], order_by: Any, limit: int, offset: int) -> list[Any]:
+def page_query(session: Session, page: Select[Any], order_by: Any, limit: int, offset: int) -> Select[Any]:
     """The page as a deferred join: find the page's keys first (an index-only walk where the
     indexes allow, sorting narrow rows otherwise), then read those rows whole. Sorting or
     skipping thousands of wide ticket rows is what makes a naive page slow."""
@@ -446,8 +464,11 @@ def _page_rows(session: Session, page: Select[Any], order_by: Any, limit: int, o
     keys = page.with_only_columns(inner_key).order_by(*order_clauses(order_by)).limit(limit).offset(offset)
     outer = Ticket.__table__.alias("page")
     outer_key = literal_column("page.rowid") if sqlite else outer.c.id
-    query = select(*outer.columns).where(outer_key.in_(keys)).order_by(*order_clauses(order_by, outer))
-    return list(session.execute(query).all())
+    return select(*outer.columns).where(outer_key.in_(keys)).order_by(*order_clauses(order_by, outer))
+
+
+def _page_rows(session: Session, page: Select[Any], order_by: Any, limit: int, offset: int) -> list[Any]:
+    return list(session.execute(page_query(session, page, order_by, limit, offset)).all())
 
 
 def list_tickets(

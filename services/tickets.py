@@ -21,6 +21,8 @@ from services.errors import NotFoundError, ValidationError
 from services.unread import mark_unread_dirty
 
 PURGE_AFTER = timedelta(days=14)
+# Integer columns are 32-bit on PostgreSQL: a larger id cannot exist (and would not bind).
+MAX_INT = 2**31 - 1
 MAX_TAGS_PER_REQUEST = 100
 MAX_TAG_LENGTH = 255
 
@@ -41,11 +43,14 @@ def next_ticket_number(*, session: Session, project_id: int) -> int:
 
 def create_ticket(*, session: Session, project_id: int, **fields: Any) -> Ticket:
     """Insert a ticket with the next number. `fields` are Ticket columns."""
+    number = next_ticket_number(session=session, project_id=project_id)
+    # Stamped after taking the number (which waits for concurrent creators to commit), so
+    # created_at follows ticket_number.
     stamp = now()
     ticket = Ticket(
         id=uuid.uuid4(),
         project_id=project_id,
-        ticket_number=next_ticket_number(session=session, project_id=project_id),
+        ticket_number=number,
         created_at=stamp,
         updated_at=stamp,
         message_count=0,
@@ -66,7 +71,10 @@ def get_ticket(*, session: Session, project_id: int, ref: str | uuid.UUID, for_u
     query = select(Ticket).where(Ticket.project_id == project_id, Ticket.deleted_at.is_(None))
     text = str(ref).strip()
     if re.fullmatch(r"#?[0-9]{1,18}", text):
-        query = query.where(Ticket.ticket_number == int(text.lstrip("#")))
+        number = int(text.lstrip("#"))
+        if number > MAX_INT:
+            raise NotFoundError("Not found.")
+        query = query.where(Ticket.ticket_number == number)
     else:
         try:
             query = query.where(Ticket.id == uuid.UUID(text))
@@ -110,7 +118,7 @@ def resolve_assignee(*, session: Session, project_id: int, value: Any) -> tuple[
             user_id = int(value["id"])
         except (TypeError, ValueError):
             raise ValidationError("assignee user id must be an integer.", attr="assignee") from None
-        user = session.get(User, user_id) if 0 < user_id < 2**62 else None
+        user = session.get(User, user_id) if 0 < user_id <= MAX_INT else None
         if user is None or project_id not in user_project_ids(session=session, user=user):
             raise ValidationError("assignee user is not a member of this project.", attr="assignee")
         return user_id, None

@@ -1,6 +1,14 @@
-"""The team's unread count: cached 30 s per project, invalidated after any commit that changes it."""
+"""The team's unread count: cached 30 s per project, invalidated after any commit that changes it.
+
+Invalidation bumps a per-project generation number as well as deleting the cached value, and
+a cached value is only used while its generation is current. Without the generation, a reader
+that computed the sum just before a change committed could store the old sum after the change
+deleted the key, and serve it for the next 30 s.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
@@ -9,10 +17,15 @@ from core.cache import get_cache
 from models import Ticket
 
 TTL_SECONDS = 30
+GENERATION_TTL_SECONDS = 7 * 24 * 3600
 
 
 def _key(project_id: int) -> str:
     return f"unread:{project_id}"
+
+
+def _generation_key(project_id: int) -> str:
+    return f"unread-gen:{project_id}"
 
 
 def mark_unread_dirty(session: Session, project_id: int) -> None:
@@ -20,11 +33,19 @@ def mark_unread_dirty(session: Session, project_id: int) -> None:
     session.info.setdefault("unread_dirty", set()).add(project_id)
 
 
+def invalidate(project_ids: set[int] | list[int]) -> None:
+    """Forget the cached counts of these projects (done for you after a commit that marked them)."""
+    cache = get_cache()
+    for project_id in project_ids:
+        cache.incr(_generation_key(project_id), ttl=GENERATION_TTL_SECONDS)
+    cache.delete(*(_key(p) for p in project_ids))
+
+
 @event.listens_for(Session, "after_commit")
 def _invalidate_after_commit(session: Session) -> None:
     dirty = session.info.pop("unread_dirty", None)
     if dirty:
-        get_cache().delete(*(_key(p) for p in dirty))
+        invalidate(dirty)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -35,16 +56,20 @@ def _forget_after_rollback(session: Session) -> None:
 def unread_count(*, session: Session, project_id: int) -> int:
     """Sum of unread_team_count over tickets that are not resolved and not deleted."""
     cache = get_cache()
-    cached = cache.get(_key(project_id))
-    if cached is not None:
-        return int(cached)
-    total = session.scalar(
-        select(func.coalesce(func.sum(Ticket.unread_team_count), 0)).where(
-            Ticket.project_id == project_id,
-            Ticket.unread_team_count > 0,
-            Ticket.deleted_at.is_(None),
-            Ticket.status != "resolved",
+    generation = int(cache.get(_generation_key(project_id)) or 0)
+    cached: Any = cache.get(_key(project_id))
+    if isinstance(cached, dict) and cached.get("generation") == generation:
+        return int(cached["count"])
+    total = int(
+        session.scalar(
+            select(func.coalesce(func.sum(Ticket.unread_team_count), 0)).where(
+                Ticket.project_id == project_id,
+                Ticket.unread_team_count > 0,
+                Ticket.deleted_at.is_(None),
+                Ticket.status != "resolved",
+            )
         )
+        or 0
     )
-    cache.set(_key(project_id), int(total or 0), TTL_SECONDS)
-    return int(total or 0)
+    cache.set(_key(project_id), {"generation": generation, "count": total}, TTL_SECONDS)
+    return total

@@ -109,11 +109,16 @@ def project_for_token(*, session: Session, token: str | None) -> WidgetProject |
 
 
 def _config_from(settings: dict[str, Any] | None, secrets_enc: str | None) -> WidgetConfig:
+    secrets = decrypt_json(secrets_enc) if secrets_enc else {}
     try:
-        return WidgetConfig.from_settings(settings or {}, decrypt_json(secrets_enc) if secrets_enc else {})
+        return WidgetConfig.from_settings(settings or {}, secrets)
     except (ChannelNotConfiguredError, TypeError, ValueError):
-        # Stored settings that no longer validate must not take the widget down.
-        return WidgetConfig(identity_secret=(decrypt_json(secrets_enc) if secrets_enc else {}).get("identity_secret", ""))
+        # Stored settings that no longer validate must not take the widget down: defaults,
+        # keeping the identity secret when it still passes.
+        try:
+            return WidgetConfig(identity_secret=str(secrets.get("identity_secret") or ""))
+        except ChannelNotConfiguredError:
+            return WidgetConfig()
 
 
 def load_config(*, session: Session, project_id: int) -> WidgetConfig:

@@ -50,7 +50,7 @@ def process_raw_event(raw_event_id: uuid.UUID) -> str | None:
                 from services import email_inbound
 
                 applied = email_inbound.apply_email(session=session, project_id=project_id, event=event,
-                                                    messages=messages)
+                                                    messages=messages, wait_for_thread=attempt < ORPHAN_ATTEMPTS)
             else:
                 applied = apply_inbound(session=session, project_id=project_id, messages=messages)
             if applied.orphans and not applied.changed and attempt < ORPHAN_ATTEMPTS:

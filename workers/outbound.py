@@ -62,8 +62,11 @@ def run_delivery(delivery_id: uuid.UUID) -> DeliveryResult | None:
                                         error_detail="could not check whether the last attempt landed")
         if result is None:
             spec = get_spec(claim.channel)
-            if spec is not None and spec.rate_per_second:
-                slot = pacing.reserve(_pacing_key(adapter, claim), spec.rate_per_second)
+            # Email paces per config (`email:<config id>` at its send_rate_per_minute / 60): the adapter says so.
+            rate = getattr(adapter, "rate_per_second", None) if claim.channel == "email" else (
+                spec.rate_per_second if spec is not None else None)
+            if rate:
+                slot = pacing.reserve(_pacing_key(adapter, claim), rate)
                 if not slot.granted:
                     with session_scope() as session:
                         deliveries.defer(session=session, delivery_id=delivery_id, seconds=slot.wait)

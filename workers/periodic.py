@@ -83,6 +83,12 @@ def default_jobs() -> list[Job]:
         job = _optional(module, function)
         if job is not None:
             jobs.append(Job(name, every, job))
+    try:  # starts one thread per mailbox and returns at once
+        from services.imap_poll import poll_all_mailboxes
+
+        jobs.append(Job("poll_imap_mailboxes", 30.0, poll_all_mailboxes))
+    except ImportError:
+        pass
     return jobs
 
 

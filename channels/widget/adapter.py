@@ -88,6 +88,8 @@ class WidgetConfig:
                 raise ChannelNotConfiguredError(f"allowed domain {domain!r} is not a host name or URL")
         if self.unread_notification_minutes is not None and self.unread_notification_minutes < 1:
             raise ChannelNotConfiguredError("unread_notification_minutes must be at least 1")
+        if self.identity_secret and len(self.identity_secret) < 16:
+            raise ChannelNotConfiguredError("identity_secret must be at least 16 characters")
         if self.rate_limit_per_session_per_minute < 1 or self.rate_limit_per_token_per_hour < 1:
             raise ChannelNotConfiguredError("widget rate limits must be positive")
 
@@ -98,20 +100,25 @@ class WidgetConfig:
         domains = data.get("allowed_domains") or ()
         if isinstance(domains, str):
             domains = domains.split(",")
-        kwargs: dict[str, Any] = {
-            "allowed_domains": tuple(d.strip() for d in domains if isinstance(d, str) and d.strip()),
-        }
+        if not isinstance(domains, list | tuple) or not all(isinstance(d, str) for d in domains):
+            raise ChannelNotConfiguredError("allowed_domains must be a list of host names")
+        kwargs: dict[str, Any] = {"allowed_domains": tuple(d.strip() for d in domains if d.strip())}
         for name in ("enabled", "widget_enabled", "require_email", "collect_name", "link_anonymous_on_identify"):
-            if name in data and data[name] is not None:
-                kwargs[name] = bool(data[name])
-        for name in (*_TEXT_LIMITS, "color", "widget_position"):
-            if isinstance(data.get(name), str) and data[name].strip():
-                kwargs[name] = data[name].strip()
-        for name in ("rate_limit_per_session_per_minute", "rate_limit_per_token_per_hour"):
             if data.get(name) is not None:
-                kwargs[name] = int(data[name])
-        if data.get("unread_notification_minutes") is not None:
-            kwargs["unread_notification_minutes"] = int(data["unread_notification_minutes"])
+                if not isinstance(data[name], bool):
+                    raise ChannelNotConfiguredError(f"widget {name} must be true or false")
+                kwargs[name] = data[name]
+        for name in (*_TEXT_LIMITS, "color", "widget_position"):
+            if data.get(name) is not None:
+                if not isinstance(data[name], str):
+                    raise ChannelNotConfiguredError(f"widget {name} must be a string")
+                if data[name].strip():
+                    kwargs[name] = data[name].strip()
+        for name in ("rate_limit_per_session_per_minute", "rate_limit_per_token_per_hour", "unread_notification_minutes"):
+            if data.get(name) is not None:
+                if not isinstance(data[name], int) or isinstance(data[name], bool):
+                    raise ChannelNotConfiguredError(f"widget {name} must be a whole number")
+                kwargs[name] = data[name]
         # The integrations service passes secrets merged into `settings`; both forms work.
         secret = (secrets or {}).get("identity_secret", data.get("identity_secret"))
         if isinstance(secret, str):
