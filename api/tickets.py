@@ -116,6 +116,8 @@ def create_ticket(project_id: int, body: TicketCreate, principal: Principal = De
             email_subject=data.get("email_subject"),
             customer_name=data.get("customer_name"),
             customer_email=(data.get("customer_email") or "").lower() or None,
+            # Given at creation so an SLA policy picks this priority's target.
+            priority=data.get("priority"),
         )
         triage = {k: data[k] for k in ticket_service.UPDATABLE if k in data and k != "status"}
         if triage:

@@ -8,7 +8,8 @@ JSON, no database), and then, from this process (asyncio + httpx):
 
 1. baseline: `/bench/bare` and the widget's GET messages, each hammered by --concurrency
    closed-loop clients for --burst seconds → the requests per second the server sustains;
-2. visitors: every visitor opens a ticket (POST message), then polls its messages every 5 s
+2. visitors (arriving over --ramp seconds; "steady" numbers leave the arrival out): every
+   visitor opens a ticket (POST message), then polls its messages every 5 s
    with the `after` cursor, as the open widget does, and writes again now and then (~1 message
    a minute each); an agent answers random tickets through the REST API (≈1 a second, the
    per-user reply limit) → poll latency p50/p99, how long a reply takes to show up in the
@@ -294,6 +295,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             buckets: dict[int, list[float]] = {}
             for at, latency in timeline:
                 buckets.setdefault(int(at // 5) * 5, []).append(latency)
+            steady = [latency for at, latency in timeline if args.ramp + POLL_SECONDS <= at <= args.ramp + args.seconds]
+            results["steady_poll_p50_ms"] = pct(steady, 0.5)
+            results["steady_poll_p99_ms"] = pct(steady, 0.99)
             results["poll_timeline"] = {f"{k}s": {"n": len(v), "p50_ms": round(pct(v, 0.5), 1), "p99_ms": round(pct(v, 0.99), 1)}
                                         for k, v in sorted(buckets.items())}
             results["visitors_run"] = {

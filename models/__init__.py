@@ -16,6 +16,7 @@ from models.conversation import (  # noqa: F401  (AI conversations, issue 7)
 )
 from models.delivery import Delivery, EmailConfig, Integration, RawEvent, SavedView
 from models.ticket import Message, Person, PersonDistinctId, Tag, Ticket, TicketTag
+from models.widget import SlaPolicy, WidgetNotification, WidgetRestoreToken, WidgetSessionLink
 
 __all__ = [
     "ApiKey",
@@ -32,8 +33,12 @@ __all__ = [
     "Role",
     "RoleMember",
     "SavedView",
+    "SlaPolicy",
     "Tag",
     "Ticket",
     "TicketTag",
     "User",
+    "WidgetNotification",
+    "WidgetRestoreToken",
+    "WidgetSessionLink",
 ]

@@ -18,6 +18,7 @@ ticketwire demo project is ready
   API key:      {data['api_key']}
   widget token: {data['widget_token']}
   API docs:     {base}/docs
+  widget demo:  {base}/widget/demo
 
 Try it:
   curl -H "Authorization: Bearer {data['api_key']}" {base}/api/projects/{data['project_id']}/conversations/tickets/

@@ -49,6 +49,9 @@ def add_customer_message(
     ticket_service.record_public_message(ticket=ticket, message=message, from_customer=True)
     mark_unread_dirty(session, ticket.project_id)
     session.flush()
+    from services import sla
+
+    sla.apply_on_customer_message(session=session, ticket=ticket, message=message)
     return message
 
 

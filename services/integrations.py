@@ -60,7 +60,15 @@ def put_integration(*, session: Session, project_id: int, channel: str, values: 
     row.updated_at = now()
     session.flush()
     _forget(project_id, channel)
+    _widget_settings_changed(session=session, project_id=project_id, channel=channel)
     return row
+
+
+def _widget_settings_changed(*, session: Session, project_id: int, channel: str) -> None:
+    if channel == "widget":  # the widget API caches settings per project for a few seconds
+        from services.widget import invalidate_project_cache
+
+        invalidate_project_cache(session=session, project_id=project_id)
 
 
 def _load_config(spec: Any, merged: dict[str, Any]) -> Any:
@@ -99,6 +107,7 @@ def get_integration(*, session: Session, project_id: int, channel: str) -> Integ
 def delete_integration(*, session: Session, project_id: int, channel: str) -> None:
     session.delete(get_integration(session=session, project_id=project_id, channel=channel))
     _forget(project_id, channel)
+    _widget_settings_changed(session=session, project_id=project_id, channel=channel)
 
 
 def load_settings(*, session: Session, project_id: int, channel: str) -> dict[str, Any] | None:

@@ -127,6 +127,9 @@ def add_team_message(
         create_delivery(session=session, ticket=ticket, message=message)
     else:
         ticket.updated_at = stamp
+    from services import sla
+
+    sla.apply_on_team_reply(session=session, ticket=ticket, message=message)
     session.flush()
     return message
 

@@ -63,6 +63,9 @@ def create_ticket(*, session: Session, project_id: int, **fields: Any) -> Ticket
     session.add(ticket)
     session.flush()
     mark_unread_dirty(session, project_id)
+    from services import sla
+
+    sla.apply_on_new_ticket(session=session, ticket=ticket)
     return ticket
 
 
