@@ -398,8 +398,10 @@ def list_run_events(project_id: int, conversation: uuid.UUID, run_id: uuid.UUID,
 
 def _poll(run_id: uuid.UUID, after: int) -> tuple[list[Any], str | None]:
     with session_scope(read_only=True) as session:
-        events = service.read_events(session=session, run_id=run_id, after_seq=after, limit=500)
+        # Status first: on PostgreSQL each statement sees the latest commit, so a terminal
+        # status read before the events guarantees the `end` event is among them.
         status = session.scalar(select(AgentRun.status).where(AgentRun.id == run_id))
+        events = service.read_events(session=session, run_id=run_id, after_seq=after, limit=500)
         for event in events:
             session.expunge(event)
         return events, status
