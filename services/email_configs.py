@@ -544,6 +544,10 @@ class ConfiguredEmailAdapter(EmailAdapter):
             log.warning("could not prepare email delivery %s", reply.delivery_id, exc_info=True)
             return DeliveryResult(DeliveryStatus.RETRYABLE, error_code="database_unavailable",
                                   error_detail="could not store the Message-ID before sending")
+        reply_to = reply_to_for(inbound_address=self.config.inbound_address,
+                                project_id=int(reply.metadata["project_id"]), ticket_number=reply.ticket_number)
+        if reply_to:
+            extra = {**extra, "reply_to": reply_to}
         if extra:
             reply = dataclasses.replace(reply, thread={**reply.thread, **extra})
         try:
@@ -571,6 +575,22 @@ class ConfiguredEmailAdapter(EmailAdapter):
             log.warning("could not look for a sent copy of delivery %s: %s", reply.delivery_id, type(exc).__name__)
             return None
         return DeliveryResult.delivered(message_id) if found else None
+
+
+def reply_to_for(*, inbound_address: str | None, project_id: int, ticket_number: int) -> str | None:
+    """The per-ticket reply address (`support+t<token>@…`) for our mail's Reply-To, so an answer
+    that lost its threading headers still finds its ticket.
+
+    Only when the operator set TICKETWIRE_INBOUND_DOMAIN (mail to that domain reaches
+    `ticketwire smtp` or a provider route) and the config's inbound address is in it: a Reply-To
+    pointing at a domain nobody receives would lose the customer's answer.
+    """
+    domain = (os.environ.get("TICKETWIRE_INBOUND_DOMAIN") or "").strip().lower()
+    if not domain or not inbound_address or not inbound_address.lower().endswith("@" + domain):
+        return None
+    from services.email_inbound import reply_address
+
+    return reply_address(inbound_address=inbound_address, project_id=project_id, ticket_number=ticket_number)
 
 
 def _prepare_delivery(reply: OutboundReply, message_id: str) -> dict[str, Any]:

@@ -83,6 +83,9 @@ def default_jobs() -> list[Job]:
         job = _optional(module, function)
         if job is not None:
             jobs.append(Job(name, every, job))
+    from services.visitor_mail import send_visitor_emails
+
+    jobs.append(Job("send_visitor_emails", 60.0, send_visitor_emails))
     try:  # starts one thread per mailbox and returns at once
         from services.imap_poll import poll_all_mailboxes
 
