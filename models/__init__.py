@@ -15,6 +15,7 @@ from models.conversation import (  # noqa: F401  (AI conversations, issue 7)
     TicketAIAnswer,
 )
 from models.delivery import Delivery, EmailConfig, Integration, RawEvent, SavedView
+from models.lease import Lease
 from models.ticket import Message, Person, PersonDistinctId, Tag, Ticket, TicketTag
 from models.widget import SlaPolicy, WidgetNotification, WidgetRestoreToken, WidgetSessionLink
 
@@ -24,6 +25,7 @@ __all__ = [
     "Delivery",
     "EmailConfig",
     "Integration",
+    "Lease",
     "Message",
     "Person",
     "PersonDistinctId",

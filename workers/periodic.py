@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.cache import get_cache
 from core.db import session_scope
 from services import deliveries, inbound
 from services import tickets as ticket_service
@@ -107,13 +106,12 @@ class Scheduler:
         self._stop = threading.Event()
 
     def is_leader(self) -> bool:
-        cache = get_cache()
-        if cache.add("scheduler:leader", self.identity, ttl=self.LEASE_SECONDS):
-            return True
-        if cache.get("scheduler:leader") == self.identity:
-            cache.set("scheduler:leader", self.identity, ttl=self.LEASE_SECONDS)
-            return True
-        return False
+        """Hold (or renew) the `scheduler` lease in the database: one active instance per
+        deployment, with or without Redis; another takes over LEASE_SECONDS after one dies."""
+        from services import leases
+
+        with session_scope() as session:
+            return leases.acquire(session=session, name="scheduler", holder=self.identity, ttl=self.LEASE_SECONDS)
 
     def run_due(self) -> list[str]:
         ran = []
