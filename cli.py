@@ -85,7 +85,7 @@ def worker(processes: int = typer.Option(1, "--processes"), threads: int = typer
 
 @app.command()
 def scheduler() -> None:
-    """Periodic jobs (sweeper, snooze, purge); one active instance per deployment (Redis lease)."""
+    """Periodic jobs (sweeper, snooze, purge); one active instance per deployment (a lease row in the database)."""
     import workers.actors  # noqa: F401
     from core.logs import configure
 
