@@ -1,7 +1,7 @@
 """Periodic jobs: the sweeper, snooze wake-ups, purge, stale agent runs.
 
-`ticketwire scheduler` runs them (one active instance per deployment: a lease in Redis, or
-in-process in the embedded mode, where a thread of the web process runs them).
+`ticketwire scheduler` runs them, or a thread of the web process in the embedded mode. One
+instance is active per deployment: leadership is a lease row in the database.
 """
 
 from __future__ import annotations
