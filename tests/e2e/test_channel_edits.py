@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from channels.teams import TokenIssuer
 from core.db import session_scope
 from models import Delivery
 from services import deliveries, edits
+from tests.e2e.support import drain, wait_for
 from tests.factories import make_ticket
 from tests.fakes.github_api import FakeGitHub
 from tests.fakes.slack_api import FakeSlack
@@ -47,40 +47,14 @@ COMMENT_EDITS = r"/issues/comments/\d+$"
 
 
 @pytest.fixture
-def worker(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("TICKETWIRE_RETRY_BASE_SECONDS", "0.1")
-    # Vendor pacing is exercised elsewhere; here a post and its edit follow each other at once.
-    for channel in ("slack", "github", "teams"):
-        monkeypatch.setitem(CHANNELS, channel, dataclasses.replace(CHANNELS[channel], rate_limit=None))
+def worker(worker: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The shared worker, with vendor pacing off: a post and its edit follow each other at once."""
     import workers.actors
-    from services.dispatch import install_dispatcher
-    from workers.broker import broker, make_worker
 
     assert "edit" in workers.actors.ACTORS
-    install_dispatcher(workers.actors.dispatch)
-    broker.flush_all()
-    running = make_worker(threads=2)
-    running.start()
-    yield broker
-    running.stop()
-    broker.flush_all()
-    install_dispatcher(workers.actors.dispatch)
-
-
-def drain(broker: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    for queue in ("inbound", "outbound", "inbound", "outbound"):
-        broker.join(queue, timeout=int(max(0.1, deadline - time.monotonic()) * 1000), fail_fast=False)
-
-
-def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+    for channel in ("slack", "github", "teams"):
+        monkeypatch.setitem(CHANNELS, channel, dataclasses.replace(CHANNELS[channel], rate_limit=None))
+    return worker
 
 
 def reply(client: Any, tenant: Any, ticket_id: str, text: str) -> dict[str, Any]:

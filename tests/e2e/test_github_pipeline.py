@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +24,7 @@ from channels.github.outbound import CONTENT_CREATION_LIMIT_PER_HOUR, delivery_m
 from channels.registry import CHANNELS
 from core.db import session_scope
 from models import Delivery, Ticket
+from tests.e2e.support import drain, wait_for
 from tests.fakes.github_api import FakeGitHub
 from tests.github.support import FIXTURES, SECRET, TOKEN, fixture_payload
 
@@ -48,41 +48,9 @@ def github() -> Iterator[FakeGitHub]:
 
 
 @pytest.fixture
-def worker(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("TICKETWIRE_RETRY_BASE_SECONDS", "0.1")
-    import workers.actors
-    from services.dispatch import install_dispatcher
-    from workers.broker import broker, make_worker
-
-    install_dispatcher(workers.actors.dispatch)
-    broker.flush_all()
-    running = make_worker(threads=2)
-    running.start()
-    yield broker
-    running.stop()
-    broker.flush_all()
-
-
-@pytest.fixture
 def unpaced(monkeypatch: pytest.MonkeyPatch) -> None:
     """GitHub's steady pace is one comment per 7.2 s per account: too slow for a retry test."""
     monkeypatch.setitem(CHANNELS, "github", dataclasses.replace(CHANNELS["github"], rate_limit=None))
-
-
-def drain(broker: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    for queue in ("inbound", "outbound", "inbound"):
-        broker.join(queue, timeout=int(max(0.1, deadline - time.monotonic()) * 1000), fail_fast=False)
-
-
-def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def configure(client: Any, tenant: Any, github: FakeGitHub, repositories: list[str] = REPOSITORIES) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from channels.slack import SlackSigner
+from tests.e2e.support import drain, wait_for
 from tests.fakes.slack_api import FakeSlack
 
 FIXTURES = Path(__file__).resolve().parent.parent / "slack" / "fixtures"
@@ -26,39 +27,6 @@ CHANNEL = "C06NRA6JLER"
 def fake_slack() -> Iterator[FakeSlack]:
     with FakeSlack() as fake:
         yield fake
-
-
-@pytest.fixture
-def worker(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("TICKETWIRE_RETRY_BASE_SECONDS", "0.1")
-    import workers.actors
-    from services.dispatch import install_dispatcher
-    from workers.broker import broker, make_worker
-
-    install_dispatcher(workers.actors.dispatch)
-
-    broker.flush_all()
-    w = make_worker(threads=2)
-    w.start()
-    yield broker
-    w.stop()
-    broker.flush_all()
-
-
-def drain(broker: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    for queue in ("inbound", "outbound"):
-        broker.join(queue, timeout=int(max(0.1, deadline - time.monotonic()) * 1000), fail_fast=False)
-
-
-def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from channels.registry import CHANNELS
 from channels.teams import RATE_LIMIT_PER_THREAD_PER_SECOND, TokenIssuer
 from core.db import session_scope
 from models import Delivery, Ticket
+from tests.e2e.support import drain, wait_for
 from tests.fakes.http import Reply
 from tests.fakes.teams_api import APP_ID, APP_PASSWORD, KEYS_PATH, METADATA_PATH, TENANT_ID, FakeTeams
 
@@ -56,38 +57,6 @@ def teams(teams_server: FakeTeams) -> Iterator[FakeTeams]:
     teams_server.add_user(DAVE_AAD, mail="dave@contoso.example", name="Dave T.")
     yield teams_server
     teams_server.reset()
-
-
-@pytest.fixture
-def worker(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("TICKETWIRE_RETRY_BASE_SECONDS", "0.1")
-    import workers.actors
-    from services.dispatch import install_dispatcher
-    from workers.broker import broker, make_worker
-
-    install_dispatcher(workers.actors.dispatch)
-    broker.flush_all()
-    running = make_worker(threads=2)
-    running.start()
-    yield broker
-    running.stop()
-    broker.flush_all()
-
-
-def drain(broker: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    for queue in ("inbound", "outbound", "inbound"):
-        broker.join(queue, timeout=int(max(0.1, deadline - time.monotonic()) * 1000), fail_fast=False)
-
-
-def wait_for(predicate: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def settings(teams: FakeTeams, **overrides: Any) -> dict[str, Any]:
