@@ -87,14 +87,15 @@ def _find_message(*, session: Session, project_id: int, key: str) -> Message | N
     return session.scalar(select(Message).where(Message.project_id == project_id, Message.external_id == key))
 
 
-def _find_or_create_ticket(*, session: Session, project_id: int, msg: Any) -> Ticket | None:
+def _find_or_create_ticket(*, session: Session, project_id: int, msg: Any) -> tuple[Ticket | None, bool]:
+    """The thread's ticket and whether this call created it."""
     from sqlalchemy.exc import IntegrityError
 
     from services.persons import upsert_person
 
     ticket = find_ticket_by_thread(session=session, project_id=project_id, channel=msg.channel, thread_key=msg.thread_key)
     if ticket is not None or not msg.creates_ticket:
-        return ticket
+        return ticket, False
     author = msg.author
     distinct_id = author.distinct_id or (author.email.lower() if author.email else None)
     fields = {k: v for k, v in dict(msg.ticket_fields).items() if k in TICKET_FIELD_NAMES}
@@ -105,7 +106,7 @@ def _find_or_create_ticket(*, session: Session, project_id: int, msg: Any) -> Ti
             if distinct_id:
                 upsert_person(session=session, project_id=project_id, distinct_id=distinct_id, name=author.name,
                               email=author.email)
-            return ticket_service.create_ticket(
+            created = ticket_service.create_ticket(
                 session=session, project_id=project_id, channel_source=msg.channel,
                 channel_detail=msg.channel_detail, thread_key=msg.thread_key, distinct_id=distinct_id,
                 customer_name=author.name, customer_email=author.email.lower() if author.email else None,
@@ -113,7 +114,8 @@ def _find_or_create_ticket(*, session: Session, project_id: int, msg: Any) -> Ti
             )
     except IntegrityError:
         return find_ticket_by_thread(session=session, project_id=project_id, channel=msg.channel,
-                                     thread_key=msg.thread_key)
+                                     thread_key=msg.thread_key), False
+    return created, True
 
 
 @dataclass(frozen=True)
@@ -133,9 +135,7 @@ def apply_inbound(*, session: Session, project_id: int, messages: list[Any]) -> 
         if msg.kind == MessageKind.NEW:
             if _find_message(session=session, project_id=project_id, key=key) is not None:
                 continue  # de-duplicated by external id
-            existed = find_ticket_by_thread(session=session, project_id=project_id, channel=msg.channel,
-                                            thread_key=msg.thread_key) is not None
-            ticket = _find_or_create_ticket(session=session, project_id=project_id, msg=msg)
+            ticket, created = _find_or_create_ticket(session=session, project_id=project_id, msg=msg)
             if ticket is None:
                 orphans += 1  # a reply in a thread we do not track (or not yet)
                 continue
@@ -154,7 +154,7 @@ def apply_inbound(*, session: Session, project_id: int, messages: list[Any]) -> 
                 )
                 from services import ai_tickets
 
-                ai_tickets.on_customer_message(session=session, ticket=ticket, message=message, new_ticket=not existed)
+                ai_tickets.on_customer_message(session=session, ticket=ticket, message=message, new_ticket=created)
             changed += 1
         elif msg.kind == MessageKind.EDIT:
             message = _find_message(session=session, project_id=project_id, key=key)
