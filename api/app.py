@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import tickets
 from api.errors import error_body, install_error_handlers
 from api.routing import include_project_router
+from core.db import DATABASE_POOL_SIZE
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     from services.dispatch import install_dispatcher
 
     install_dispatcher(workers.actors.dispatch)
+    # Blocking handlers run in anyio's thread pool (40 threads by default); more threads than
+    # pooled database connections only makes the pool open and close overflow connections.
+    from anyio import to_thread
+
+    to_thread.current_default_thread_limiter().total_tokens = DATABASE_POOL_SIZE
 
     worker = scheduler = None
     if _embedded_workers_enabled():
@@ -113,6 +119,9 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    from api import registry
+
+    registry.mount_first(app)
     include_project_router(app, tickets.router)
     _include_optional_routers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)

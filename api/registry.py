@@ -9,10 +9,15 @@ import importlib
 
 from fastapi import FastAPI
 
+# Mounted before everything else: Starlette tries routes in order, and the vendors' webhooks
+# are the busiest path, answered within the vendors' timeouts.
+FIRST_ROUTER_MODULES: list[str] = [
+    "api.webhooks",
+]
+
 ROUTER_MODULES: list[str] = [
     "api.conversations",
     "api.ops",
-    "api.webhooks",
     "api.integrations",
     "api.parity",
     "api.identity",
@@ -22,6 +27,11 @@ ROUTER_MODULES: list[str] = [
     "api.email_configs",
     "api.campaigns",
 ]
+
+
+def mount_first(app: FastAPI) -> None:
+    for name in FIRST_ROUTER_MODULES:
+        importlib.import_module(name).mount(app)
 
 
 def mount_all(app: FastAPI) -> None:

@@ -25,6 +25,10 @@ def normalise_url(url: str) -> str:
     return url
 
 
+# Connections kept open per process; the web server sizes its thread pool to match.
+DATABASE_POOL_SIZE = 20
+
+
 def make_engine(url: str) -> Engine:
     url = normalise_url(url)
     if is_sqlite(url):
@@ -32,7 +36,7 @@ def make_engine(url: str) -> Engine:
             from pathlib import Path
 
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=DATABASE_POOL_SIZE)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -55,7 +59,7 @@ def make_engine(url: str) -> Engine:
         return engine
     # JIT compilation adds tens of milliseconds to the list's larger plans and never pays off
     # for OLTP queries this short.
-    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True,
+    return create_engine(url, pool_size=DATABASE_POOL_SIZE, max_overflow=20, pool_pre_ping=True,
                          connect_args={"options": "-c jit=off"})
 
 

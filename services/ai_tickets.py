@@ -121,12 +121,19 @@ def _read_question(project_id: int, ticket_ref: str | uuid.UUID) -> TicketQuesti
 
 # -- triage ---------------------------------------------------------------------------------
 
-def triage_ticket(*, project_id: int, ticket_ref: str | uuid.UUID, runtime: AgentRuntime | None = None) -> dict[str, Any]:
+TRIAGE_INDEX_MAX_AGE = 2.0
+
+
+def triage_ticket(*, project_id: int, ticket_ref: str | uuid.UUID, runtime: AgentRuntime | None = None,
+                  question: TicketQuestion | None = None) -> dict[str, Any]:
     """Fill the ticket's `ai_triage` {category, urgency, language, suggested_priority,
-    suggested_tags, confidence} from the runtime. Advisory: priority and tags are not changed."""
-    question = _read_question(project_id, ticket_ref)
+    suggested_tags, confidence} from the runtime. Advisory: priority and tags are not changed.
+    `question`: the ticket's question when the caller has just read it."""
+    question = question or _read_question(project_id, ticket_ref)
     runtime = runtime or get_runtime()
-    toolbox = TicketwireToolbox(project_id=project_id, audience="team")
+    # Triage is advisory and runs for every new ticket: an index checked within the last
+    # couple of seconds is current enough, and saves two queries per ticket under a burst.
+    toolbox = TicketwireToolbox(project_id=project_id, audience="team", index_max_age=TRIAGE_INDEX_MAX_AGE)
     result = runtime.triage(TriageRequest(project_id=project_id, subject=question.subject, text=question.text,
                                           channel=question.channel, toolbox=toolbox))
     result["triaged_at"] = now().isoformat()
@@ -220,9 +227,11 @@ def process_new_ticket(*, ticket_id: uuid.UUID | str, runtime: AgentRuntime | No
         settings = settings_for(session=session, project_id=project_id)
         auto_triage, auto = settings.auto_triage, settings.auto_answer
         channels = list(settings.auto_answer_channels or [])
+        question = _question(session, ticket) if auto_triage else None
     outcome: dict[str, Any] = {"triage": None, "answer": "skipped"}
     if auto_triage:
-        outcome["triage"] = triage_ticket(project_id=project_id, ticket_ref=ticket_id, runtime=runtime)
+        outcome["triage"] = triage_ticket(project_id=project_id, ticket_ref=ticket_id, runtime=runtime,
+                                          question=question)
     if auto and channel in channels:
         outcome["answer"] = auto_answer(project_id=project_id, ticket_ref=ticket_id, runtime=runtime)
     return outcome

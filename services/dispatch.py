@@ -33,13 +33,18 @@ def after_commit(session: Session, kind: str, object_id: object) -> None:
 @event.listens_for(Session, "after_commit")
 def _dispatch_after_commit(session: Session) -> None:
     pending = session.info.pop("dispatch", None)
-    if not pending or _dispatcher is None:
+    for kind, object_id in pending or ():
+        dispatch_now(kind, object_id)
+
+
+def dispatch_now(kind: str, object_id: object) -> None:
+    """Tell the workers about a row that is already committed (a plain-connection write)."""
+    if _dispatcher is None:
         return
-    for kind, object_id in pending:
-        try:
-            _dispatcher(kind, object_id)
-        except Exception:  # broker down: the sweeper re-sends from the database
-            log.warning("dispatch of %s %s failed; the sweeper will pick it up", kind, object_id, exc_info=True)
+    try:
+        _dispatcher(kind, str(object_id))
+    except Exception:  # broker down: the sweeper re-sends from the database
+        log.warning("dispatch of %s %s failed; the sweeper will pick it up", kind, object_id, exc_info=True)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -6,17 +6,19 @@ import os
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from channels.base import RawEvent as AdapterEvent
 from core.clock import as_utc, now
+from core.db import get_engine
 from models import RawEvent
-from services.dispatch import after_commit
+from services.dispatch import after_commit, dispatch_now
 from services.errors import NotFoundError, ValidationError
 
 LEASE = timedelta(seconds=float(os.environ.get("TICKETWIRE_INGEST_LEASE_SECONDS", "60")))
@@ -35,37 +37,73 @@ class Stored:
     created: bool
 
 
+def _raw_event_values(*, project_id: int, channel: str, event_id: str, body: bytes, headers: dict[str, str],
+                      status: str, error: str | None) -> dict[str, Any]:
+    moment = now()
+    return {
+        "id": uuid.uuid4(), "project_id": project_id, "channel": channel, "event_id": event_id[:500], "body": body,
+        "headers": {k: v for k, v in headers.items() if k in KEPT_HEADERS}, "status": status, "attempts": 0,
+        "next_attempt_at": moment, "received_at": moment, "error": error,
+        "processed_at": moment if status == "ignored" else None,
+    }
+
+
+@lru_cache(maxsize=2)
+def _insert_statement(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id, built once: executing the same statement
+    object with new parameters skips SQLAlchemy's per-call statement construction."""
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    table = RawEvent.__table__
+    return (
+        insert(table)
+        .on_conflict_do_nothing(index_elements=["project_id", "channel", "event_id"])
+        .returning(table.c.id)
+    )
+
+
+def _existing_id(conn: Connection | Session, *, project_id: int, channel: str, event_id: str) -> uuid.UUID:
+    return conn.execute(  # type: ignore[return-value]
+        select(RawEvent.id).where(RawEvent.project_id == project_id, RawEvent.channel == channel,
+                                  RawEvent.event_id == event_id[:500])
+    ).scalar_one()
+
+
 def store_raw_event(
     *, session: Session, project_id: int, channel: str, event_id: str, body: bytes, headers: dict[str, str]
 ) -> Stored:
-    """Insert the event under its unique (project, channel, event id) key.
+    """Insert the event under its unique (project, channel, event id) key, within `session`.
 
-    One INSERT … ON CONFLICT DO NOTHING RETURNING: a duplicate (vendor retry, replay) returns
-    created=False and enqueues nothing; a retry of an event whose first attempt never landed
-    inserts it now. This is the whole ack path's database work, so it stays one statement.
+    A duplicate (vendor retry, replay) returns created=False and enqueues nothing; a retry of an
+    event whose first attempt never landed inserts it now. The ingest message goes out when the
+    session commits.
     """
-    event_id = event_id[:500]
-    moment = now()
-    values = {
-        "id": uuid.uuid4(), "project_id": project_id, "channel": channel, "event_id": event_id, "body": body,
-        "headers": {k: v for k, v in headers.items() if k in KEPT_HEADERS}, "status": "pending", "attempts": 0,
-        "next_attempt_at": moment, "received_at": moment,
-    }
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = (
-        insert(RawEvent).values(**values)
-        .on_conflict_do_nothing(index_elements=["project_id", "channel", "event_id"])
-        .returning(RawEvent.id)
-    )
-    inserted = session.execute(statement).scalar_one_or_none()
+    values = _raw_event_values(project_id=project_id, channel=channel, event_id=event_id, body=body,
+                               headers=headers, status="pending", error=None)
+    inserted = session.execute(_insert_statement(session.get_bind().dialect.name), values).scalar_one_or_none()
     if inserted is None:
-        existing = session.scalar(
-            select(RawEvent.id).where(RawEvent.project_id == project_id, RawEvent.channel == channel,
-                                      RawEvent.event_id == event_id)
-        )
-        return Stored(existing, False)  # type: ignore[arg-type]
+        return Stored(_existing_id(session, project_id=project_id, channel=channel, event_id=event_id), False)
     after_commit(session, "ingest", inserted)
+    return Stored(inserted, True)
+
+
+def accept_raw_event(
+    *, project_id: int, channel: str, event_id: str, body: bytes, headers: dict[str, str], ignored: str | None = None
+) -> Stored:
+    """The webhook acknowledgement's whole database work: one INSERT … ON CONFLICT DO NOTHING
+    RETURNING in its own transaction on a plain connection (no ORM session on this hot path),
+    then the ingest message. `ignored` stores the event already finished with that reason
+    (recorded for the operator, replayable, never parsed)."""
+    values = _raw_event_values(project_id=project_id, channel=channel, event_id=event_id, body=body,
+                               headers=headers, status="ignored" if ignored else "pending", error=ignored)
+    engine = get_engine()
+    with engine.begin() as conn:
+        inserted = conn.execute(_insert_statement(engine.dialect.name), values).scalar_one_or_none()
+        if inserted is None:
+            existing = _existing_id(conn, project_id=project_id, channel=channel, event_id=event_id)
+    if inserted is None:
+        return Stored(existing, False)
+    if not ignored:
+        dispatch_now("ingest", inserted)
     return Stored(inserted, True)
 
 
@@ -79,28 +117,29 @@ def _claimable(moment: Any) -> Any:
 def claim_raw_event(*, session: Session, raw_event_id: uuid.UUID) -> tuple[int, str, AdapterEvent, int] | None:
     """Lease the event for one attempt: (project id, channel, event, attempt) or None."""
     moment = now()
-    result = session.execute(
+    row = session.execute(
         update(RawEvent)
         .where(RawEvent.id == raw_event_id, _claimable(moment))
         .values(status="processing", lease_expires_at=moment + LEASE, attempts=RawEvent.attempts + 1)
+        .returning(RawEvent.project_id, RawEvent.channel, RawEvent.event_id, RawEvent.body, RawEvent.headers,
+                   RawEvent.received_at, RawEvent.attempts)
         .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    ).one_or_none()
+    if row is None:
         return None
-    row = session.get_one(RawEvent, raw_event_id)
-    session.refresh(row)
-    event = AdapterEvent(event_id=row.event_id, body=bytes(row.body), headers=dict(row.headers or {}),
-                         received_at=as_utc(row.received_at) or moment)
-    return row.project_id, row.channel, event, row.attempts
+    project_id, channel, event_id, body, headers, received_at, attempts = row
+    event = AdapterEvent(event_id=event_id, body=bytes(body), headers=dict(headers or {}),
+                         received_at=as_utc(received_at) or moment)
+    return project_id, channel, event, attempts
 
 
 def finish_raw_event(*, session: Session, raw_event_id: uuid.UUID, status: str, error: str | None = None) -> None:
     """processed | ignored | failed. A failed event keeps its error and stays replayable."""
-    row = session.get_one(RawEvent, raw_event_id)
-    row.status = status
-    row.error = error[:2000] if error else None
-    row.lease_expires_at = None
-    row.processed_at = now() if status in ("processed", "ignored") else row.processed_at
+    values: dict[str, Any] = {"status": status, "error": error[:2000] if error else None, "lease_expires_at": None}
+    if status in ("processed", "ignored"):
+        values["processed_at"] = now()
+    session.execute(update(RawEvent).where(RawEvent.id == raw_event_id).values(**values)
+                    .execution_options(synchronize_session=False))
 
 
 def retry_raw_event_later(*, session: Session, raw_event_id: uuid.UUID, error: str, delay: float) -> bool:

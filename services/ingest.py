@@ -110,7 +110,7 @@ def _find_or_create_ticket(*, session: Session, project_id: int, msg: Any) -> tu
                 session=session, project_id=project_id, channel_source=msg.channel,
                 channel_detail=msg.channel_detail, thread_key=msg.thread_key, distinct_id=distinct_id,
                 customer_name=author.name, customer_email=author.email.lower() if author.email else None,
-                email_subject=msg.subject, **fields,
+                email_subject=msg.subject, own_number_transaction=True, **fields,
             )
     except IntegrityError:
         return find_ticket_by_thread(session=session, project_id=project_id, channel=msg.channel,

@@ -24,8 +24,10 @@ def upsert_person(
 ) -> Person:
     """Find the person behind `distinct_id` or create one; fill in what we learned."""
     email = email.strip().lower() if email else None
-    link = session.get(PersonDistinctId, (project_id, distinct_id))
-    person = session.get(Person, link.person_id) if link else None
+    person = session.scalar(
+        select(Person).join(PersonDistinctId, PersonDistinctId.person_id == Person.id)
+        .where(PersonDistinctId.project_id == project_id, PersonDistinctId.distinct_id == distinct_id)
+    )
     if person is None:
         person = Person(project_id=project_id, name=name, email=email, properties=dict(properties or {}),
                         is_identified=is_identified)

@@ -27,26 +27,53 @@ MAX_TAGS_PER_REQUEST = 100
 MAX_TAG_LENGTH = 255
 
 
+_NUMBER_STATEMENT = update(Project).values(ticket_seq=Project.ticket_seq + 1).returning(Project.ticket_seq)
+
+
 def next_ticket_number(*, session: Session, project_id: int) -> int:
-    """Hand out the project's next ticket number.
+    """Hand out the project's next ticket number, inside the caller's transaction.
 
     One atomic UPDATE … RETURNING on the project row: PostgreSQL's row lock and SQLite's
     single writer both serialise concurrent creates, and a number is never reused because
-    the counter only grows (deleting a ticket does not lower it).
+    the counter only grows (deleting a ticket does not lower it). The row stays locked until
+    the caller commits, so numbers are gap-free and follow commit order.
     """
-    number = session.execute(
-        update(Project).where(Project.id == project_id).values(ticket_seq=Project.ticket_seq + 1)
-        .returning(Project.ticket_seq)
-    ).scalar_one()
-    return int(number)
+    return int(session.execute(_NUMBER_STATEMENT.where(Project.id == project_id)).scalar_one())
 
 
-def create_ticket(*, session: Session, project_id: int, **fields: Any) -> Ticket:
-    """Insert a ticket with the next number. `fields` are Ticket columns."""
-    number = next_ticket_number(session=session, project_id=project_id)
-    # Stamped after taking the number (which waits for concurrent creators to commit), so
-    # created_at follows ticket_number.
-    stamp = now()
+def _number_in_own_transaction(*, session: Session, project_id: int) -> tuple[int, datetime] | None:
+    """The next number and its creation stamp, taken in a short transaction of their own.
+
+    For the ingest workers on PostgreSQL: holding the project row until the whole ticket,
+    message and raw event were written made every concurrent ingest wait for the one before
+    it (measured: half the worker threads blocked on that row lock). Committing the counter at
+    once trades that for a gap when the ticket's own transaction later rolls back. The stamp
+    is taken while the row is still locked, so created_at still follows ticket_number. None
+    on SQLite, whose single writer is the caller: a second writer would wait for it forever.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return None
+    with bind.engine.connect() as conn, conn.begin():
+        number = conn.execute(_NUMBER_STATEMENT.where(Project.id == project_id)).scalar_one()
+        stamp = now()
+    return int(number), stamp
+
+
+def create_ticket(*, session: Session, project_id: int, own_number_transaction: bool = False, **fields: Any) -> Ticket:
+    """Insert a ticket with the next number. `fields` are Ticket columns.
+
+    `own_number_transaction` (the ingest workers) takes the number in a transaction of its own
+    on PostgreSQL instead of holding the project row until the caller commits.
+    """
+    numbered = _number_in_own_transaction(session=session, project_id=project_id) if own_number_transaction else None
+    if numbered is not None:
+        number, stamp = numbered
+    else:
+        number = next_ticket_number(session=session, project_id=project_id)
+        # Stamped after taking the number (which waits for concurrent creators to commit), so
+        # created_at follows ticket_number.
+        stamp = now()
     ticket = Ticket(
         id=uuid.uuid4(),
         project_id=project_id,

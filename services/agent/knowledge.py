@@ -70,6 +70,8 @@ class KnowledgeIndex:
 _cache: dict[tuple[str, int], KnowledgeIndex] = {}
 _locks: dict[tuple[str, int], threading.Lock] = {}
 _guard = threading.Lock()
+# When each cached index was last confirmed current (time.monotonic()).
+_checked_at: dict[tuple[str, int], float] = {}
 
 
 def _fingerprint(session: Session, project_id: int) -> tuple[Any, ...]:
@@ -150,13 +152,22 @@ def build_index(session: Session, project_id: int, fingerprint: tuple[Any, ...] 
     )
 
 
-def get_index(project_id: int) -> KnowledgeIndex:
-    """The project's current index, rebuilt if articles or resolved tickets changed."""
+def get_index(project_id: int, *, max_age: float = 0.0) -> KnowledgeIndex:
+    """The project's current index, rebuilt if articles or resolved tickets changed.
+
+    `max_age` > 0 reuses an index whose freshness was checked less than that many seconds ago
+    without asking again (two queries per call add up when every new ticket is triaged).
+    """
     key = (get_settings().database_url, project_id)
+    checked = _checked_at.get(key)
+    cached = _cache.get(key)
+    if max_age > 0 and cached is not None and checked is not None and time.monotonic() - checked < max_age:
+        return cached
     with session_scope(read_only=True) as session:
         fingerprint = _fingerprint(session, project_id)
         cached = _cache.get(key)
         if cached is not None and cached.is_current(fingerprint):
+            _checked_at[key] = time.monotonic()
             return cached
     with _guard:
         lock = _locks.setdefault(key, threading.Lock())
@@ -167,16 +178,19 @@ def get_index(project_id: int) -> KnowledgeIndex:
         with session_scope(read_only=True) as session:
             index = build_index(session, project_id, fingerprint)
         _cache[key] = index
+        _checked_at[key] = time.monotonic()
         return index
 
 
-def search(project_id: int, query: str, *, limit: int = 5, articles_only: bool = False) -> list[KnowledgeHit]:
-    return get_index(project_id).search(query, limit=limit, articles_only=articles_only)
+def search(project_id: int, query: str, *, limit: int = 5, articles_only: bool = False,
+           max_age: float = 0.0) -> list[KnowledgeHit]:
+    return get_index(project_id, max_age=max_age).search(query, limit=limit, articles_only=articles_only)
 
 
 def forget() -> None:
     """Drop every cached index."""
     _cache.clear()
+    _checked_at.clear()
 
 
 # -- the articles API -----------------------------------------------------------------------

@@ -51,9 +51,12 @@ class TicketwireToolbox:
     """`Toolbox` over ticketwire's services for one project, user and set of key scopes."""
 
     def __init__(self, *, project_id: int, user_id: int | None = None, scopes: list[str] | tuple[str, ...] = (),
-                 audience: Audience = "team") -> None:
+                 audience: Audience = "team", index_max_age: float = 0.0) -> None:
         self.project_id, self.user_id = project_id, user_id
         self.scopes, self.audience = list(scopes), audience
+        # Seconds an already-checked knowledge index may be reused without asking the
+        # database whether articles or resolved tickets changed (0: always ask).
+        self.index_max_age = index_max_age
 
     def allowed(self, name: str) -> bool:
         if name not in SPECS:
@@ -68,7 +71,8 @@ class TicketwireToolbox:
 
     def search_knowledge(self, query: str, *, limit: int = 5) -> list[KnowledgeHit]:
         # Customers get help articles only: another customer's ticket is never an answer source.
-        return knowledge.search(self.project_id, query, limit=limit, articles_only=self.audience == "customer")
+        return knowledge.search(self.project_id, query, limit=limit, articles_only=self.audience == "customer",
+                                max_age=self.index_max_age)
 
     def call(self, name: str, arguments: dict[str, Any]) -> Any:
         if not self.allowed(name):
