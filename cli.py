@@ -56,14 +56,22 @@ def dev(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Optio
 
 
 @app.command()
-def worker(processes: int = typer.Option(1, "--processes"), threads: int = typer.Option(8, "--threads")) -> None:
+def worker(processes: int = typer.Option(1, "--processes"), threads: int = typer.Option(8, "--threads"),
+           nice: int = typer.Option(5, "--nice", envvar="TICKETWIRE_WORKER_NICE",
+                                    help="CPU priority below the web server's (0 = the same).")) -> None:
     """Dramatiq worker(s) on Redis (REDIS_URL): ingest, deliver, agent runs."""
     import signal
     import subprocess
     import threading
 
+    # On a machine shared with `serve`, a burst of ingest work must not starve the webhook
+    # acknowledgements (vendors time out and retry within seconds); the queue absorbs the
+    # burst and the workers catch up when the web server is idle.
+    if nice > 0:
+        os.nice(nice)
     children = [
-        subprocess.Popen([sys.executable, "-m", "cli", "worker", "--processes", "1", "--threads", str(threads)])
+        subprocess.Popen([sys.executable, "-m", "cli", "worker", "--processes", "1", "--threads", str(threads),
+                          "--nice", "0"])
         for _ in range(processes - 1)
     ]
     import workers.actors  # noqa: F401

@@ -165,6 +165,9 @@ class Message(Base):
     content: Mapped[str] = mapped_column(Text, default="")
     rich_content: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     attachments: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # What the channel said about the message beyond its text, from the adapter's
+    # InboundMessage.metadata: a GitHub comment's `is_pull_request`, `html_url`, …
+    channel_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # The channel's id of this message ("slack:C1:1712.0001", an email Message-ID…), unique
     # per project so a replayed webhook never stores a message twice.
     external_id: Mapped[str | None] = mapped_column(String(500), nullable=True)

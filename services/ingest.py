@@ -25,6 +25,7 @@ def add_customer_message(
     attachments: list[Any] | None = None,
     author_external_id: str | None = None,
     created_at: Any = None,
+    channel_metadata: dict[str, Any] | None = None,
 ) -> Message:
     """Store a customer's message and update counters (reopens resolved/pending tickets)."""
     stamp = created_at or now()
@@ -41,6 +42,7 @@ def add_customer_message(
         rich_content=rich_content,
         attachments=attachments,
         external_id=external_id,
+        channel_metadata=channel_metadata,
         created_at=stamp,
         updated_at=stamp,
         version=1,
@@ -63,6 +65,12 @@ TICKET_FIELD_NAMES = {
     "teams_root_activity_id", "email_from", "email_to", "email_config_id", "cc_participants", "session_id",
     "session_context", "widget_session_id",
 }
+
+
+def _json_metadata(metadata: Any) -> dict[str, Any] | None:
+    """The adapter's metadata as stored: plain JSON values only, None when there is none."""
+    kept = {str(k): v for k, v in dict(metadata or {}).items() if isinstance(v, str | int | float | bool)}
+    return kept or None
 
 
 def _external_key(channel: str, external_id: str) -> str:
@@ -151,6 +159,7 @@ def apply_inbound(*, session: Session, project_id: int, messages: list[Any]) -> 
                     session=session, ticket=ticket, content=msg.text, author_name=msg.author.name, external_id=key,
                     rich_content=dict(msg.rich_content) if msg.rich_content else None, attachments=attachments,
                     author_external_id=msg.author.external_id, created_at=msg.sent_at,
+                    channel_metadata=_json_metadata(msg.metadata),
                 )
                 from services import ai_tickets
 
@@ -196,7 +205,7 @@ def _add_team_message_from_channel(*, session: Session, ticket: Ticket, msg: Any
         id=uuid.uuid4(), project_id=ticket.project_id, ticket_id=ticket.id, message_type="sent_reply",
         author_type="support", author_name=msg.author.name, author_external_id=msg.author.external_id,
         is_private=False, content=msg.text, external_id=key, attachments=attachments, created_at=stamp,
-        updated_at=stamp, version=1,
+        updated_at=stamp, version=1, channel_metadata=_json_metadata(msg.metadata),
     )
     session.add(message)
     ticket_service.record_public_message(ticket=ticket, message=message, from_customer=False)
