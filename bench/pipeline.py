@@ -1,15 +1,26 @@
-"""Pipeline benchmark (issue 3), against `ticketwire serve` + `worker` + `scheduler` on Redis and
-PostgreSQL, with a fake Slack Web API, and the raw baselines measured in the same run:
+"""Pipeline benchmark (issues 3 and 4), against `ticketwire serve` + `worker` + `scheduler` on
+Redis and PostgreSQL, with the fake Slack Web API, GitHub REST API and Microsoft endpoints of
+tests/fakes, and the raw baselines measured in the same run:
 
 * a bare uvicorn route doing one idempotent INSERT and one Redis LPUSH (bench/bare_app.py);
 * a bare Dramatiq no-op actor drained by the same worker settings.
 
-    .venv/bin/python bench/pipeline.py            # full run, ~5 minutes
-    .venv/bin/python bench/pipeline.py --quick    # smaller counts
+    .venv/bin/python bench/pipeline.py                          # full run (~15 min on 2 idle cores)
+    .venv/bin/python bench/pipeline.py --quick                  # smaller counts (~6 min)
+    .venv/bin/python bench/pipeline.py --channels slack,teams   # a subset (default: all three)
 
-Load comes from `wrk` (Debian package) for maximum throughput and from an open-loop asyncio
-sender for latency at a fixed rate. Latencies past the ack are read from the database's own
-timestamps (raw event received → ticket created; reply created → delivery sent).
+Per channel (Slack events, signed GitHub `issues.opened` deliveries, Teams activities carrying
+an RS256 Bot Connector JWT that the app checks against the fake's OpenID metadata + JWKS):
+acknowledged webhooks per second at full speed (wrk, ack path alone, no workers), and
+inbound-to-ticket latency at a fixed rate (an open-loop asyncio sender; each event's ticket
+found through `messages.external_id`, latency = ticket created − webhook sent). Slack also:
+ack latency at 300/s while workers ingest, reply-to-delivered at 100/s (fake Slack received
+it − reply POSTed), and a backlog of replies across 10 channels against a fake that answers
+429 to more than one post per second per channel. At the end every event and reply of the
+run is counted: lost (acknowledged but not stored, or stored but no message) and duplicated.
+
+The JSON printed last has every number; the exit status is 1 when anything was lost,
+duplicated, unmatched or left undone (listed under "failures").
 """
 
 from __future__ import annotations
@@ -20,10 +31,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,154 +44,63 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from channels.slack import SlackSigner  # noqa: E402
+from pipeline_support import (  # noqa: E402
+    Deployment,
+    Event,
+    GitHubLoad,
+    SlackLoad,
+    TeamsLoad,
+    inbound_to_ticket,
+    load_average,
+    open_loop,
+    pct,
+    progress,
+    run_wrk,
+    sql,
+    summarise_acks,
+    wait_drained,
+    wait_http,
+    wrk_script,
+)
+
+from tests.fakes.github_api import FakeGitHub  # noqa: E402
 from tests.fakes.http import Reply  # noqa: E402
 from tests.fakes.slack_api import FakeSlack  # noqa: E402
+from tests.fakes.teams_api import FakeTeams  # noqa: E402
 from tests.services import free_port, start_postgres, start_redis  # noqa: E402
 
-SECRET = "bench-signing-secret"
-TEAM = "TBENCH"
+CHANNELS = ("slack", "github", "teams")
+# Phase numbers make every generated event distinct across the run.
+PHASE_ACK_MAX, PHASE_ACK_300, PHASE_RATE = 1, 10, 20
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+class Ledger:
+    """What the bench sent and had acknowledged, per channel, for the end-of-run count."""
 
+    def __init__(self) -> None:
+        self.expected: dict[str, dict[str, str]] = {c: {} for c in CHANNELS}  # event id → external id
+        self.acked_bulk: dict[str, int] = Counter()  # 2xx answers counted by wrk
+        self.bulk: dict[str, set[str]] = {c: set() for c in CHANNELS}  # event ids prepared for wrk
+        self.acked_exact: dict[str, set[str]] = {c: set() for c in CHANNELS}  # event ids answered 200
 
-def wait_http(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def slack_event(n: int, channel: str, *, prefix: str) -> bytes:
-    return json.dumps({"type": "event_callback", "team_id": TEAM, "event_id": f"{prefix}{n}",
-                       "event": {"type": "message", "channel": channel, "user": "UBENCH", "text": f"bench {n}",
-                                 "ts": f"{1700000000 + n}.{hash(prefix) % 1000000:06d}"}}).encode()
-
-
-def wrk_script(path: Path, requests: list[tuple[str, dict[str, str], bytes]]) -> None:
-    """A wrk Lua script sending each pre-signed request once (wrk thread k takes every k-th),
-    read from a data file at start-up (a Lua chunk cannot hold more than 65,536 constants)."""
-    data = path.with_suffix(".tsv")
-    with data.open("w") as fh:
-        for url_path, headers, body in requests:
-            fields = [url_path, body.decode(), *(f"{k}: {v}" for k, v in headers.items())]
-            assert not any("\t" in f or "\n" in f for f in fields)
-            fh.write("\t".join(fields) + "\n")
-    path.write_text(f"""
-local counter = 0
-function setup(thread)
-  thread:set("offset", counter)
-  counter = counter + 1
-end
-function init(args)
-  local step = tonumber(args[1])
-  reqs = {{}}
-  local n = 0
-  for line in io.lines("{data}") do
-    if n % step == offset then
-      local fields = {{}}
-      for field in string.gmatch(line, "[^\t]+") do table.insert(fields, field) end
-      local headers = {{}}
-      for j = 3, #fields do
-        local k, v = string.match(fields[j], "^([^:]+): (.*)$")
-        headers[k] = v
-      end
-      table.insert(reqs, wrk.format("POST", fields[1], headers, fields[2]))
-    end
-    n = n + 1
-  end
-  i = 0
-end
-function request()
-  i = i + 1
-  return reqs[((i - 1) % #reqs) + 1]
-end
-""")
-
-
-def run_wrk(url: str, script: Path, *, threads: int, connections: int, seconds: int) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
-                          "-s", str(script), url, "--", str(threads)], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-    def latency(label: str) -> float:
-        m = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
-        if not m:
-            return float("nan")
-        value, unit = float(m.group(1)), m.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": latency("50"), "p99": latency("99"), "errors": float(non2xx.group(1)) if non2xx else 0.0}
-
-
-async def open_loop(url: str, requests: list[tuple[dict[str, str], bytes]], rate: float) -> tuple[list[float], int]:
-    """Send at a fixed rate regardless of answers (no coordinated omission); latencies in ms."""
-    latencies: list[float] = []
-    errors = 0
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200)) as client:
-        start = time.perf_counter()
-
-        async def one(i: int, headers: dict[str, str], body: bytes) -> None:
-            nonlocal errors
-            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            t0 = time.perf_counter()
-            try:
-                r = await client.post(url, content=body, headers=headers)
-            except httpx.HTTPError:
-                errors += 1
-                return
-            latencies.append((time.perf_counter() - t0) * 1000)
-            if r.status_code not in (200, 201):
-                errors += 1
-
-        await asyncio.gather(*(one(i, h, b) for i, (h, b) in enumerate(requests)))
-    return latencies, errors
-
-
-class Deployment:
-    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
-        self.tmp, self.env = tmp, env
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.log = open(tmp / "processes.log", "ab")  # noqa: SIM115
-
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(list(args), cwd=ROOT, env=env or self.env, stdout=self.log, stderr=self.log)
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        proc.terminate()
-        proc.wait(15)
-        self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in list(self.procs):
-            self.stop(proc)
-
-
-def sql(pg_url: str, query: str) -> list[tuple[Any, ...]]:
-    import psycopg
-
-    dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn) as conn:
-        return list(conn.execute(query).fetchall())
+    def generated(self, channel: str, events: list[Event]) -> None:
+        self.expected[channel].update((e.event_id, e.external_id) for e in events)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--worker-threads", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=200.0, help="webhooks/s of the inbound-to-ticket rows")
+    parser.add_argument("--channels", default=",".join(CHANNELS), help="comma-separated subset of slack,github,teams")
     parser.add_argument("--ack-only", action="store_true", help="only the bare route and the ack throughput")
     args = parser.parse_args()
+    chosen = [c.strip() for c in args.channels.split(",") if c.strip()]
+    if not chosen or any(c not in CHANNELS for c in chosen):
+        sys.exit(f"--channels takes a comma-separated subset of {','.join(CHANNELS)}")
     if not shutil.which("wrk"):
         sys.exit("bench/pipeline.py needs wrk: apt-get install wrk")
     scale = 0.3 if args.quick else 1.0
@@ -191,199 +113,391 @@ def main() -> None:
         "TICKETWIRE_RATE_LIMIT_PER_HOUR": "100000000", "TICKETWIRE_SEND_RATE_PER_MINUTE": "100000000",
         "TICKETWIRE_SEND_RATE_PER_HOUR": "100000000",
     })
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"run": {"quick": args.quick, "channels": chosen, "cpus": os.cpu_count(),
+                                       "load_average_start": load_average(), "web_workers": args.web_workers,
+                                       "worker_threads": args.worker_threads}}
+    failures: list[str] = []
+    # A SIGTERM (e.g. the job being stopped) still stops the servers and prints the results.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        py = sys.executable
-        subprocess.run([py, "-m", "cli", "migrate"], cwd=ROOT, env=dep.env, check=True, capture_output=True)
-        boot = json.loads(subprocess.run([py, "-m", "cli", "admin", "bootstrap", "--json"], cwd=ROOT, env=dep.env,
-                                         check=True, capture_output=True).stdout)
-        seconds = max(5, int(10 * scale))
-
-        # -- 1. bare route baseline -------------------------------------------------------
-        bare_port = free_port()
-        bare_env = {**dep.env, "BARE_PG_DSN": pg.url.replace("postgresql+psycopg://", "postgresql://"),
-                    "BARE_REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT / "bench")}
-        bare = dep.start(py, "-m", "uvicorn", "bare_app:app", "--port", str(bare_port), "--workers",
-                         str(args.web_workers), "--log-level", "warning", "--no-access-log", env=bare_env)
-        wait_http(f"http://127.0.0.1:{bare_port}/")
-        bare_reqs = [("/hook", {"X-Event-Id": f"bare{n}", "Content-Type": "application/json"},
-                      slack_event(n, "CBARE", prefix="Bare")) for n in range(60000)]
-        wrk_script(tmp / "bare.lua", bare_reqs)
-        results["bare_route"] = run_wrk(f"http://127.0.0.1:{bare_port}/hook", tmp / "bare.lua", threads=2,
-                                        connections=32, seconds=seconds)
-        dep.stop(bare)
-
-        # -- 2. ticketwire acks at full speed (no workers: the ack path alone) ---------------
-        port = free_port()
-        web = dep.start(py, "-m", "cli", "serve", "--port", str(port), "--workers", str(args.web_workers))
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/healthz")
-        with FakeSlack(team_id=TEAM) as fake:
-            headers = {"Authorization": f"Bearer {boot['api_key']}"}
-            api = f"{base}/api/projects/{boot['project_id']}/conversations"
-            channels = [f"CBENCH{i:04d}" for i in range(200)]
-            httpx.put(f"{api}/integrations/slack", headers=headers, json={
-                "bot_token": fake.token, "signing_secret": SECRET, "channel_ids": channels,
-                "api_base_url": fake.api_url, "bot_user_id": fake.bot_user_id}).raise_for_status()
-            fake.add_user("UBENCH", real_name="Bench Customer", email="bench@customer.test")
-            signer = SlackSigner(SECRET)
-            hook = f"/webhooks/slack/{boot['project_id']}/events"
-
-            def signed(n: int, prefix: str) -> tuple[dict[str, str], bytes]:
-                body = slack_event(n, channels[n % len(channels)], prefix=prefix)
-                return {**signer.sign(body), "Content-Type": "application/json"}, body
-
-            ack_reqs = [(hook, *signed(n, "Max")) for n in range(60000)]
-            wrk_script(tmp / "ack.lua", ack_reqs)
-            results["ack_max"] = run_wrk(f"{base}{hook}", tmp / "ack.lua", threads=2, connections=32, seconds=seconds)
-            acked = sql(pg.url, "SELECT count(*) FROM raw_events")[0][0]
-            results["ack_max"]["stored"] = acked
-            if args.ack_only:
-                return
-
-            # -- 3. ack latency at 300/s, with workers and scheduler running ----------------
-            dep.start(py, "-m", "cli", "worker", "--threads", "8")
-            dep.start(py, "-m", "cli", "scheduler")
-            time.sleep(2)
-            # Drain what step 2 stored before measuring (they become tickets).
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                left = sql(pg.url, "SELECT count(*) FROM raw_events WHERE status IN ('pending','processing')")[0][0]
-                if left == 0:
-                    break
-                time.sleep(1)
-            results["drain_of_max_run_seconds"] = round(time.monotonic() - (deadline - 600), 1)
-
-            n300 = int(3000 * scale)
-            lat, errors = asyncio.run(open_loop(f"{base}{hook}", [signed(n, "R300-") for n in range(n300)], 300))
-            results["ack_at_300"] = {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "errors": errors, "n": n300}
-
-            # -- 4. inbound-to-ticket at 200/s --------------------------------------------
-            time.sleep(3)
-            n200 = int(2000 * scale)
-            lat, errors = asyncio.run(open_loop(f"{base}{hook}", [signed(n, "R200-") for n in range(n200)], 200))
-            time.sleep(5)
-            rows = sql(pg.url, """
-                SELECT extract(epoch FROM (t.created_at - r.received_at)) * 1000
-                FROM raw_events r JOIN tickets t ON t.thread_key = 'TBENCH:' ||
-                     (convert_from(r.body, 'UTF8')::json->'event'->>'channel') || ':' ||
-                     (convert_from(r.body, 'UTF8')::json->'event'->>'ts')
-                WHERE r.event_id LIKE 'R200-%'""")
-            itt = [float(r[0]) for r in rows]
-            results["inbound_to_ticket_at_200"] = {"p50": pct(itt, 0.5), "p99": pct(itt, 0.99), "tickets": len(itt),
-                                                   "sent": n200, "ack_errors": errors}
-
-            # -- 5. reply-to-delivered at 100/s (one reply per channel per 2 s: under Slack's pace)
-            tickets = httpx.get(f"{api}/tickets/?limit=1000&search=", headers=headers).json()["results"]
-            by_channel: dict[str, str] = {}
-            for t in tickets:
-                by_channel.setdefault(t["slack_channel_id"], t["id"])
-            targets = list(by_channel.values())[:200]
-            n100 = int(1000 * scale)
-            reply_reqs = []
-            for n in range(n100):
-                body = json.dumps({"message": f"reply {n}"}).encode()
-                reply_reqs.append(({**headers, "Content-Type": "application/json"}, body,
-                                   f"{api}/tickets/{targets[n % len(targets)]}/reply"))
-
-            async def replies() -> tuple[list[float], int]:
-                latencies: list[float] = []
-                errs = 0
-                async with httpx.AsyncClient(timeout=30) as client:
-                    start = time.perf_counter()
-
-                    async def one(i: int, h: dict[str, str], b: bytes, u: str) -> None:
-                        nonlocal errs
-                        await asyncio.sleep(max(0.0, start + i / 100 - time.perf_counter()))
-                        try:
-                            r = await client.post(u, content=b, headers=h)
-                        except httpx.HTTPError:
-                            errs += 1
-                            return
-                        errs += r.status_code != 201
-                    await asyncio.gather(*(one(i, h, b, u) for i, (h, b, u) in enumerate(reply_reqs)))
-                return latencies, errs
-
-            posts_before = len(fake.posts)
-            _, reply_errors = asyncio.run(replies())
-            deadline = time.monotonic() + 120
-            while len(fake.posts) - posts_before < n100 and time.monotonic() < deadline:
-                time.sleep(0.5)
-            rows = sql(pg.url, """SELECT extract(epoch FROM (d.sent_at - m.created_at)) * 1000 FROM deliveries d
-                                  JOIN messages m ON m.id = d.message_id WHERE d.sent_at IS NOT NULL""")
-            rtd = [float(r[0]) for r in rows]
-            results["reply_to_delivered_at_100"] = {"p50": pct(rtd, 0.5), "p99": pct(rtd, 0.99), "delivered": len(rtd),
-                                                    "sent": n100, "api_errors": reply_errors,
-                                                    "posts": len(fake.posts) - posts_before}
-
-            # -- 6. backlog: 1,000 replies across 10 channels, Slack enforcing 1/s per channel --
-            last_post: dict[str, float] = {}
-            rejected = 0
-            original = fake._methods["chat.postMessage"]
-
-            def enforcing(params: dict[str, Any]) -> Any:
-                nonlocal rejected
-                channel = params.get("channel", "")
-                now_ = time.monotonic()
-                if now_ - last_post.get(channel, 0.0) < 0.95:
-                    rejected += 1
-                    raise _RateLimited()
-                last_post[channel] = now_
-                return original(params)
-
-            class _RateLimited(Exception):
-                pass
-
-            def handle(call: Any, match: Any) -> Reply:
-                try:
-                    return fake._handle(call, match)
-                except _RateLimited:
-                    return Reply(429, {"ok": False, "error": "ratelimited"}, headers={"Retry-After": "1"})
-
-            fake._methods["chat.postMessage"] = enforcing
-            fake.routes.insert(0, ("POST", re.compile(r"/api/(?P<method>[\w.]+)\Z"), handle))
-            backlog_targets = targets[:10]
-            n_backlog = int(1000 * scale)
-            worker_procs = [p for p in dep.procs if "worker" in p.args]
-            for p in worker_procs:
-                dep.stop(p)
-            for n in range(n_backlog):
-                httpx.post(f"{api}/tickets/{backlog_targets[n % 10]}/reply", headers=headers,
-                           json={"message": f"backlog {n}"}).raise_for_status()
-            posts_before = len(fake.posts)
-            start = time.monotonic()
-            dep.start(py, "-m", "cli", "worker", "--threads", "8")
-            deadline = start + 3600
-            while len(fake.posts) - posts_before < n_backlog and time.monotonic() < deadline:
-                time.sleep(0.5)
-            took = time.monotonic() - start
-            ideal = n_backlog / 10  # 1 per second per channel
-            results["backlog"] = {"replies": n_backlog, "channels": 10, "seconds": round(took, 1),
-                                  "ideal_seconds": ideal, "use_of_allowed_rate": round(ideal / took, 3),
-                                  "429s": rejected, "posts": len(fake.posts) - posts_before}
-
-            # -- 7. totals: lost and duplicated ---------------------------------------------
-            texts = [p["text"] for p in fake.posts]
-            results["duplicated_posts"] = len(texts) - len(set(texts))
-            stored = sql(pg.url, "SELECT count(*) FROM raw_events")[0][0]
-            unprocessed = sql(pg.url, "SELECT count(*) FROM raw_events WHERE status NOT IN ('processed','ignored')")[0][0]
-            results["raw_events"] = {"stored": stored, "not_processed": unprocessed}
-            msg_dupes = sql(pg.url, "SELECT count(*) - count(DISTINCT external_id) FROM messages WHERE external_id IS NOT NULL")
-            results["duplicated_messages"] = msg_dupes[0][0]
-            undelivered = sql(pg.url, "SELECT count(*) FROM deliveries WHERE status <> 'sent'")[0][0]
-            results["undelivered"] = undelivered
-        dep.stop(web)
-
-        # -- 8. bare Dramatiq no-op actor drained by the same worker settings ----------------
-        results["bare_dramatiq"] = bare_dramatiq(redis_server.url, dep, int(5000 * scale))
+        run(args, chosen, scale, tmp, dep, pg.url, redis_server.url, results, failures)
+    except Exception as exc:  # report what was measured, then fail
+        failures.append(f"bench aborted: {type(exc).__name__}: {exc}")
+        raise
     finally:
         dep.stop_all()
         redis_server.stop()
         pg.stop()
+        results["run"]["load_average_end"] = load_average()
+        results["run"]["incidents"] = dep.incidents
+        results["targets"] = targets(results)
+        failures.extend(f"incident: {i}" for i in dep.incidents)
+        results["failures"] = failures
         print(json.dumps(results, indent=2, default=float))
+        # Keep the processes' log; the databases and the wrk data files are large.
+        shutil.rmtree(tmp / "pg", ignore_errors=True)
+        shutil.rmtree(tmp / "redis", ignore_errors=True)
+        for data in tmp.glob("*.tsv"):
+            data.unlink()
+        print(f"processes' output: {tmp / 'processes.log'}", file=sys.stderr)
+    if failures:
+        sys.exit(1)
 
 
-def bare_dramatiq(redis_url: str, dep: Deployment, count: int) -> dict[str, float]:
+def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, dep: Deployment, pg_url: str,
+        redis_url: str, results: dict[str, Any], failures: list[str]) -> None:
+    py = sys.executable
+    subprocess.run([py, "-m", "cli", "migrate"], cwd=ROOT, env=dep.env, check=True, capture_output=True)
+    boot = json.loads(subprocess.run([py, "-m", "cli", "admin", "bootstrap", "--json"], cwd=ROOT, env=dep.env,
+                                     check=True, capture_output=True).stdout)
+    project_id = int(boot["project_id"])
+    seconds = max(5, int(10 * scale))
+    ledger = Ledger()
+
+    # -- 1. bare route baseline -----------------------------------------------------------
+    progress("bare route")
+    bare_port = free_port()
+    bare_env = {**dep.env, "BARE_PG_DSN": pg_url.replace("postgresql+psycopg://", "postgresql://"),
+                "BARE_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT / "bench")}
+    bare = dep.start(py, "-m", "uvicorn", "bare_app:app", "--port", str(bare_port), "--workers",
+                     str(args.web_workers), "--log-level", "warning", "--no-access-log", env=bare_env)
+    wait_http(f"http://127.0.0.1:{bare_port}/")
+    n_bare = seconds * 3000
+    bare_events = [Event({"X-Event-Id": f"bare{n}", "Content-Type": "application/json"},
+                         json.dumps({"n": n, "text": f"bare {n}"}).encode(), f"bare{n}", "") for n in range(n_bare)]
+    wrk_script(tmp / "bare.lua", "/hook", bare_events)
+    results["bare_route"] = run_wrk(f"http://127.0.0.1:{bare_port}/hook", tmp / "bare.lua", threads=2,
+                                    connections=32, seconds=seconds, prepared=n_bare)
+    dep.stop(bare)
+    bare_rps = results["bare_route"]["rps"]
+
+    # -- 2. the app, the fakes, the integrations ------------------------------------------
+    port = free_port()
+    web = dep.start(py, "-m", "cli", "serve", "--port", str(port), "--workers", str(args.web_workers))
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/healthz")
+    headers = {"Authorization": f"Bearer {boot['api_key']}"}
+    api = f"{base}/api/projects/{project_id}/conversations"
+    with FakeSlack(team_id=SlackLoad.team) as fslack, FakeGitHub(token=GitHubLoad.token) as fgithub, \
+            FakeTeams() as fteams:
+        builders = {"slack": lambda: SlackLoad(fslack, project_id), "github": lambda: GitHubLoad(fgithub, project_id),
+                    "teams": lambda: TeamsLoad(fteams, project_id)}
+        loads = {c: builders[c]() for c in chosen}
+        for name, load in loads.items():
+            httpx.put(f"{api}/integrations/{name}", headers=headers, json=load.settings(),
+                      timeout=30).raise_for_status()
+
+        # -- 3. acks at full speed, per channel (no workers: the ack path alone) ------------
+        for name, load in loads.items():
+            progress(f"{name}: acks at full speed")
+            n_prep = seconds * 3000
+            events = [load.event(PHASE_ACK_MAX, n) for n in range(n_prep)]
+            ledger.generated(name, events)
+            ledger.bulk[name].update(e.event_id for e in events)
+            script = tmp / f"ack_{name}.lua"
+            wrk_script(script, load.path, events)
+            del events
+            row = run_wrk(f"{base}{load.path}", script, threads=2, connections=32, seconds=seconds, prepared=n_prep)
+            stored = sql(pg_url, "SELECT count(*) FROM raw_events WHERE project_id = %s AND channel = %s",
+                         (project_id, name))[0][0]
+            acked = row["requests"] - row["non_2xx"]
+            ledger.acked_bulk[name] += acked
+            row.update(stored=stored, share_of_bare=round(row["rps"] / bare_rps, 3) if bare_rps else None,
+                       acked_not_stored=max(0, acked - stored))
+            results.setdefault(name, {})["ack_max"] = row
+            progress(f"{name} ack_max: {row}")
+            if row["wrapped"]:
+                failures.append(f"{name} ack_max: wrk sent more than the {n_prep} prepared events (raise the count)")
+            if row["non_2xx"] or row["acked_not_stored"]:
+                failures.append(f"{name} ack_max: {row['non_2xx']} non-2xx, {row['acked_not_stored']} acked not stored")
+        if args.ack_only:
+            return
+
+        # -- 4. workers on; drain what the full-speed runs stored -------------------------
+        progress("workers on: draining the full-speed runs")
+        dep.start(py, "-m", "cli", "worker", "--threads", str(args.worker_threads))
+        dep.start(py, "-m", "cli", "scheduler")
+        stored_all = sql(pg_url, "SELECT count(*) FROM raw_events WHERE project_id = %s", (project_id,))[0][0]
+        drain = wait_drained(pg_url, dep, timeout=1800 * scale + 300)
+        drain.update(events=stored_all, per_second=round(stored_all / drain["seconds"], 1) if drain["seconds"] else None)
+        results["drain_after_ack_max"] = drain
+        progress(f"drained: {drain}")
+        if drain["left"]:
+            failures.append(f"drain after ack_max: {drain['left']} raw events still pending")
+
+        # -- 5. Slack ack latency at 300/s while workers ingest ----------------------------
+        if "slack" in loads:
+            load = loads["slack"]
+            progress("slack: ack latency at 300/s")
+            n300 = int(3000 * scale)
+            events = [load.event(PHASE_ACK_300, n) for n in range(n300)]
+            ledger.generated("slack", events)
+            sent = asyncio.run(open_loop(f"{base}{load.path}", events, 300))
+            ledger.acked_exact["slack"].update(s.event.event_id for s in sent if s.status == 200)
+            results["slack"]["ack_at_300"] = summarise_acks(sent)
+            results["slack"]["ack_at_300"]["drain_after"] = wait_drained(pg_url, dep, timeout=600)
+
+        # -- 6. inbound-to-ticket at a fixed rate, per channel -----------------------------
+        n_rate = int(10 * args.rate * scale)
+        for index, (name, load) in enumerate(loads.items()):
+            phase = PHASE_RATE + index
+            progress(f"{name}: inbound-to-ticket at {args.rate:g}/s")
+            events = [load.event(phase, n) for n in range(n_rate)]
+            ledger.generated(name, events)
+            sent = asyncio.run(open_loop(f"{base}{load.path}", events, args.rate))
+            ledger.acked_exact[name].update(s.event.event_id for s in sent if s.status == 200)
+            drained = wait_drained(pg_url, dep, timeout=600)
+            row = inbound_to_ticket(pg_url, project_id, name, sent)
+            row.update(rate=args.rate, ack=summarise_acks(sent), drain_after_seconds=drained["seconds"])
+            results[name][f"inbound_to_ticket_at_{int(args.rate)}"] = row
+            progress(f"{name} inbound_to_ticket: {row}")
+            if row["unmatched"] or row["acked"] < row["sent"]:
+                failures.append(f"{name} inbound_to_ticket: {row['unmatched']} of {row['acked']} acked events have no "
+                                f"ticket ({row['raw_event_status']}); {row['sent'] - row['acked']} not acked")
+
+        if "slack" in loads:
+            slack_outbound(loads["slack"], fslack, base, api, headers, project_id, pg_url, scale, dep, args,
+                           results, failures)
+
+        # -- 9. totals over the whole run --------------------------------------------------
+        progress("totals")
+        wait_drained(pg_url, dep, timeout=300)
+        results["totals"] = totals(pg_url, project_id, chosen, ledger, fslack if "slack" in loads else None,
+                                   results, failures)
+    dep.stop(web)
+    # Workers and scheduler are stopped before the bare Dramatiq run, which uses the same Redis.
+    dep.stop_all()
+
+    # -- 10. bare Dramatiq no-op actor drained by the same worker settings -------------------
+    progress("bare Dramatiq")
+    results["bare_dramatiq"] = bare_dramatiq(redis_url, dep, int(5000 * scale), args.worker_threads)
+
+
+def slack_outbound(load: SlackLoad, fake: FakeSlack, base: str, api: str, headers: dict[str, str], project_id: int,
+                   pg_url: str, scale: float, dep: Deployment, args: argparse.Namespace, results: dict[str, Any],
+                   failures: list[str]) -> None:
+    py = sys.executable
+    # When fake Slack accepted each delivery (first time), keyed by the delivery id in the
+    # message metadata that every post carries (channels/slack/outbound.py).
+    received: dict[str, float] = {}
+    original = fake._methods["chat.postMessage"]
+
+    def recording(params: dict[str, Any]) -> Any:
+        answer = original(params)
+        if answer.get("ok"):
+            received.setdefault(_delivery_id(params), time.time())
+        return answer
+
+    fake._methods["chat.postMessage"] = recording
+
+    # -- 7. reply-to-delivered at 100/s (one reply per channel per 2 s: under Slack's pace) --
+    progress("slack: reply-to-delivered at 100/s")
+    targets = [str(r[0]) for r in sql(pg_url, """
+        SELECT DISTINCT ON (slack_channel_id) id FROM tickets
+        WHERE project_id = %s AND channel_source = 'slack' ORDER BY slack_channel_id, created_at""", (project_id,))]
+    n100 = int(1000 * scale)
+    sent_at: dict[str, float] = {}  # message id → when its POST left
+    errors = 0
+
+    async def replies() -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=500)) as client:
+            start = time.perf_counter()
+
+            async def one(i: int) -> None:
+                nonlocal errors
+                await asyncio.sleep(max(0.0, start + i / 100 - time.perf_counter()))
+                t = time.time()
+                try:
+                    r = await client.post(f"{api}/tickets/{targets[i % len(targets)]}/reply", headers=headers,
+                                          json={"message": f"reply {i}"})
+                except httpx.HTTPError:
+                    errors += 1
+                    return
+                if r.status_code != 201:
+                    errors += 1
+                    return
+                sent_at[r.json()["id"]] = t
+
+            await asyncio.gather(*(one(i) for i in range(n100)))
+
+    asyncio.run(replies())
+    rows = _deliveries(pg_url, list(sent_at))
+    deadline = time.monotonic() + 120
+    while sum(r[1] in received for r in rows) < len(rows) and time.monotonic() < deadline:
+        time.sleep(0.25)
+        dep.check()
+        rows = _deliveries(pg_url, list(sent_at))
+    to_fake = [(received[did] - sent_at[mid]) * 1000 for mid, did, _, _ in rows if did in received]
+    recorded = [(sent - created) * 1000 for _, _, sent, created in rows if sent is not None]
+    row = {"rate": 100, "targets": len(targets), "sent": n100, "created": len(sent_at), "api_errors": errors,
+           "received_by_fake": len(to_fake), "p50": pct(to_fake, 0.5), "p99": pct(to_fake, 0.99),
+           "max": pct(to_fake, 1.0),
+           "recorded_sent": {"n": len(recorded), "p50": pct(recorded, 0.5), "p99": pct(recorded, 0.99)}}
+    results["slack"]["reply_to_delivered_at_100"] = row
+    if errors or len(to_fake) < n100:
+        failures.append(f"slack reply_to_delivered: {len(to_fake)} of {n100} replies reached fake Slack, "
+                        f"{errors} API errors")
+
+    # -- 8. backlog: replies across 10 channels, Slack enforcing 1/s per channel ----------
+    progress("slack: reply backlog")
+    last_post: dict[str, float] = {}
+    rejected = 0
+
+    class _RateLimited(Exception):
+        pass
+
+    def enforcing(params: dict[str, Any]) -> Any:
+        nonlocal rejected
+        channel = params.get("channel", "")
+        now_ = time.monotonic()
+        if now_ - last_post.get(channel, 0.0) < 0.95:
+            rejected += 1
+            raise _RateLimited()
+        last_post[channel] = now_
+        return recording(params)
+
+    def handle(call: Any, match: Any) -> Reply:
+        try:
+            return fake._handle(call, match)
+        except _RateLimited:
+            return Reply(429, {"ok": False, "error": "ratelimited"}, headers={"Retry-After": "1"})
+
+    fake._methods["chat.postMessage"] = enforcing
+    fake.routes.insert(0, ("POST", re.compile(r"/api/(?P<method>[\w.]+)\Z"), handle))
+    backlog_targets = targets[:10]
+    n_backlog = int(1000 * scale)
+    for p in [p for p in dep.procs if "worker" in p.args]:
+        dep.stop(p)
+    ids = []
+    for n in range(n_backlog):
+        r = httpx.post(f"{api}/tickets/{backlog_targets[n % 10]}/reply", headers=headers,
+                       json={"message": f"backlog {n}"}, timeout=30)
+        r.raise_for_status()
+        ids.append(r.json()["id"])
+    start = time.monotonic()
+    dep.start(py, "-m", "cli", "worker", "--threads", str(args.worker_threads))
+    dids = {r[1] for r in _deliveries(pg_url, ids)}
+    deadline = start + 3600 * scale + 300
+    while len(dids & received.keys()) < n_backlog and time.monotonic() < deadline:
+        time.sleep(0.1)
+        dep.check()
+    took = time.monotonic() - start
+    ideal = n_backlog / 10  # 1 per second per channel
+    posted = len(dids & received.keys())
+    results["slack"]["backlog"] = {"replies": n_backlog, "channels": 10, "seconds": round(took, 1),
+                                   "ideal_seconds": ideal, "use_of_allowed_rate": round(ideal / took, 3),
+                                   "429s": rejected, "posted": posted}
+    if posted < n_backlog:
+        failures.append(f"slack backlog: {posted} of {n_backlog} posted")
+
+
+def _delivery_id(params: dict[str, Any]) -> str:
+    metadata = params.get("metadata")
+    if isinstance(metadata, str):
+        metadata = json.loads(metadata)
+    payload = (metadata or {}).get("event_payload") or {}
+    return str(payload.get("delivery_id") or f"text:{params.get('text')}")
+
+
+def _deliveries(pg_url: str, message_ids: list[str]) -> list[tuple[str, str, float | None, float]]:
+    rows = sql(pg_url, """
+        SELECT d.message_id, d.id, extract(epoch FROM d.sent_at), extract(epoch FROM m.created_at)
+        FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE d.message_id = ANY(%s::uuid[])""",
+        (message_ids,))
+    return [(str(a), str(b), float(c) if c is not None else None, float(d)) for a, b, c, d in rows]
+
+
+def totals(pg_url: str, project_id: int, chosen: list[str], ledger: Ledger, fake: FakeSlack | None,
+           results: dict[str, Any], failures: list[str]) -> dict[str, Any]:
+    """Every event the bench generated that the app stored must be one message on one new ticket;
+    every acknowledged one must be stored; every reply posted once."""
+    out: dict[str, Any] = {}
+    lost_all = dup_all = 0
+    for name in chosen:
+        expected = ledger.expected[name]
+        raws = sql(pg_url, "SELECT event_id, status FROM raw_events WHERE project_id = %s AND channel = %s",
+                   (project_id, name))
+        stored = {r[0] for r in raws}
+        statuses = Counter(r[1] for r in raws)
+        messages = sql(pg_url, """SELECT external_id, count(*) FROM messages WHERE project_id = %s
+                                  AND message_type = 'customer_message' AND external_id LIKE %s
+                                  GROUP BY external_id""", (project_id, f"{name}:%"))
+        per_ext = {r[0]: r[1] for r in messages}
+        tickets = sql(pg_url, """SELECT count(*), count(DISTINCT thread_key) FROM tickets WHERE project_id = %s
+                                 AND channel_source = %s""", (project_id, name))[0]
+        stored_expected = {e for e in stored if e in expected}
+        no_message = [e for e in stored_expected if expected[e] not in per_ext]
+        # wrk counts answers, not which events: every 2xx answer must be a stored event.
+        acked = ledger.acked_bulk[name] + len(ledger.acked_exact[name])
+        stored_from_bulk = len(stored & ledger.bulk[name])
+        acked_not_stored = max(0, ledger.acked_bulk[name] - stored_from_bulk) + len(ledger.acked_exact[name] - stored)
+        lost = acked_not_stored + len(no_message)
+        duplicated = sum(c - 1 for c in per_ext.values()) + max(0, tickets[0] - len(stored_expected))
+        out[name] = {"acked": acked, "stored": len(stored), "stored_not_generated": len(stored - stored_expected),
+                     "raw_event_status": dict(statuses), "messages": sum(per_ext.values()), "tickets": tickets[0],
+                     "acked_not_stored": acked_not_stored, "stored_without_message": len(no_message),
+                     "lost": lost, "duplicated": duplicated}
+        lost_all += lost
+        dup_all += duplicated
+        not_done = sum(v for k, v in statuses.items() if k != "processed")
+        if lost or duplicated or not_done:
+            failures.append(f"{name} totals: {lost} lost, {duplicated} duplicated, raw events {dict(statuses)}")
+    if fake is not None:
+        posted = Counter(_delivery_id(p) for p in fake.posts)
+        deliveries = sql(pg_url, "SELECT status, count(*) FROM deliveries WHERE project_id = %s GROUP BY status",
+                         (project_id,))
+        statuses = {r[0]: r[1] for r in deliveries}
+        replies = sum(statuses.values())
+        undelivered = replies - statuses.get("sent", 0)
+        dup_posts = sum(c - 1 for c in posted.values())
+        out["slack_replies"] = {"replies": replies, "delivery_status": statuses, "posts": len(fake.posts),
+                                "distinct_deliveries_posted": len(posted), "duplicated_posts": dup_posts,
+                                "undelivered": undelivered}
+        lost_all += undelivered
+        dup_all += dup_posts
+        if undelivered or dup_posts:
+            failures.append(f"slack replies: {undelivered} undelivered, {dup_posts} posted twice")
+    out["lost"] = lost_all
+    out["duplicated"] = dup_all
+    return out
+
+
+def targets(results: dict[str, Any]) -> dict[str, Any]:
+    """The issues' targets next to what this run measured (None: not measured)."""
+
+    def get(*path: str) -> Any:
+        node: Any = results
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    def check(value: Any, ok: Any) -> dict[str, Any]:
+        return {"value": value, "met": None if value is None else bool(ok(value))}
+
+    out = {
+        "slack acks/s >= 1000": check(get("slack", "ack_max", "rps"), lambda v: v >= 1000),
+        "slack acks >= 45% of bare route": check(get("slack", "ack_max", "share_of_bare"), lambda v: v >= 0.45),
+        "slack ack p99 <= 20 ms at 300/s": check(get("slack", "ack_at_300", "p99"), lambda v: v <= 20),
+        "slack reply-to-delivered p99 <= 100 ms at 100/s": check(get("slack", "reply_to_delivered_at_100", "p99"),
+                                                                 lambda v: v <= 100),
+        "slack backlog 0 x 429": check(get("slack", "backlog", "429s"), lambda v: v == 0),
+        "slack backlog >= 90% of the allowed rate": check(get("slack", "backlog", "use_of_allowed_rate"),
+                                                          lambda v: v >= 0.9),
+        "zero lost": check(get("totals", "lost"), lambda v: v == 0),
+        "zero duplicated": check(get("totals", "duplicated"), lambda v: v == 0),
+    }
+    for name in CHANNELS:
+        for key, row in (get(name) or {}).items():
+            if key.startswith("inbound_to_ticket_at_"):
+                out[f"{name} inbound-to-ticket p99 <= 250 ms at {key.rsplit('_', 1)[1]}/s"] = check(
+                    row.get("p99"), lambda v: v <= 250)
+    return out
+
+
+def bare_dramatiq(redis_url: str, dep: Deployment, count: int, threads: int) -> dict[str, float]:
     code = f"""
 import time, dramatiq, redis
 from dramatiq.brokers.redis import RedisBroker
@@ -404,7 +518,7 @@ def noop(i):
     client.delete("bare:done")
     start = time.monotonic()
     proc = dep.start(sys.executable, "-c", "import bare_actor, dramatiq, time\n"
-                     "w = dramatiq.Worker(bare_actor.broker, worker_threads=8, worker_timeout=100); w.start()\n"
+                     f"w = dramatiq.Worker(bare_actor.broker, worker_threads={threads}, worker_timeout=100); w.start()\n"
                      "time.sleep(3600)", env=env)
     while int(client.get("bare:done") or 0) < count and time.monotonic() - start < 300:
         time.sleep(0.05)
