@@ -118,12 +118,26 @@ def load_settings(*, session: Session, project_id: int, channel: str) -> dict[st
 
 
 # -- adapters, cached briefly per process -------------------------------------------------
-# Building an adapter creates vendor HTTP clients; a webhook burst should not pay for that
-# on every request. Entries live a few seconds so a settings change applies quickly, and
-# every PUT/DELETE in this process drops them at once.
+# Building an adapter creates vendor HTTP clients (a TLS context each: ~25 ms); a webhook
+# burst should not pay for that on every request. Entries are re-checked against the stored
+# settings every few seconds, so a change made through another process applies quickly; an
+# unchanged integration keeps its adapter (and its in-process caches, such as the Teams
+# signing keys). Every PUT/DELETE in this process drops the entry at once.
 _ADAPTER_TTL = 5.0
-_adapters: dict[tuple[int, str], tuple[float, ChannelAdapter | None]] = {}
+
+
+class _CachedAdapter:
+    __slots__ = ("adapter", "expires", "settings")
+
+    def __init__(self, adapter: ChannelAdapter | None, settings: dict[str, Any] | None) -> None:
+        self.adapter, self.settings, self.expires = adapter, settings, time.monotonic() + _ADAPTER_TTL
+
+
+_adapters: dict[tuple[int, str], _CachedAdapter] = {}
 _adapters_lock = threading.Lock()
+# One re-check per (project, channel) at a time: when an entry expires under load, the other
+# requests keep using it instead of all rebuilding the same adapter at once.
+_refreshing: dict[tuple[int, str], threading.Lock] = {}
 
 
 def _forget(project_id: int, channel: str) -> None:
@@ -134,24 +148,43 @@ def _forget(project_id: int, channel: str) -> None:
 def adapter_for(*, project_id: int, channel: str) -> ChannelAdapter:
     """The project's adapter for `channel`; ChannelNotConfiguredError when there is none."""
     key = (project_id, channel)
+    hit = _adapters.get(key)
+    if hit is None or hit.expires <= time.monotonic():
+        hit = _recheck(key, hit)
+    if hit.adapter is None:
+        raise ChannelNotConfiguredError(f"project {project_id} has no {channel} integration")
+    return hit.adapter
+
+
+def _recheck(key: tuple[int, str], stale: _CachedAdapter | None) -> _CachedAdapter:
+    project_id, channel = key
+    spec = get_spec(channel)
+    if spec is None:
+        raise ChannelNotConfiguredError(f"unknown channel {channel}")
     with _adapters_lock:
-        hit = _adapters.get(key)
-    if hit and hit[0] > time.monotonic():
-        adapter = hit[1]
-    else:
-        spec = get_spec(channel)
-        if spec is None:
-            raise ChannelNotConfiguredError(f"unknown channel {channel}")
+        lock = _refreshing.setdefault(key, threading.Lock())
+    if stale is not None and not lock.acquire(blocking=False):
+        return stale  # another thread is re-checking it right now
+    if stale is None:
+        lock.acquire()
+    try:
+        current = _adapters.get(key)
+        if current is not None and current is not stale and current.expires > time.monotonic():
+            return current  # rebuilt while we waited
         with session_scope(read_only=True) as session:
             settings = load_settings(session=session, project_id=project_id, channel=channel)
         if settings is None and channel == "widget":
             settings = {}
-        adapter = spec.build(settings, cache=get_cache()) if settings is not None else None
+        if current is not None and current.settings == settings:
+            adapter = current.adapter
+        else:
+            adapter = spec.build(settings, cache=get_cache()) if settings is not None else None
+        entry = _CachedAdapter(adapter, settings)
         with _adapters_lock:
-            _adapters[key] = (time.monotonic() + _ADAPTER_TTL, adapter)
-    if adapter is None:
-        raise ChannelNotConfiguredError(f"project {project_id} has no {channel} integration")
-    return adapter
+            _adapters[key] = entry
+        return entry
+    finally:
+        lock.release()
 
 
 def clear_adapter_cache() -> None:

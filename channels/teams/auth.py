@@ -51,6 +51,9 @@ KEYS_KEEP_FOR = 5 * 24 * 3600.0
 # A token naming an unknown `kid` triggers one refresh (Microsoft rotates keys); forged kids
 # must not turn every request into two fetches, so such refreshes happen at most this often.
 UNKNOWN_KID_REFRESH_COOLDOWN = 300.0
+# How long a process trusts its own copy of the shared cache's keys before reading it again
+# (a key it has not seen sends it to the shared cache at once).
+LOCAL_KEYS_SECONDS = 60.0
 SERVICE_URL_CLAIMS = ("serviceurl", "serviceUrl")
 
 
@@ -83,6 +86,11 @@ class BotFrameworkTokenVerifier:
         digest = hashlib.sha256(openid_metadata_url.encode()).hexdigest()[:16]
         self._keys_cache_key = f"teams:openid-keys:{digest}"
         self._refresh_marker_key = f"teams:openid-unknown-kid-refresh:{digest}"
+        # The shared cache's keys as this process last read them (when, keys), and each key
+        # already turned into a PyJWK: reading and parsing them per request cost more than
+        # the RS256 check itself.
+        self._local_keys: tuple[float, dict[str, Mapping[str, Any]]] | None = None
+        self._parsed: dict[str, tuple[Mapping[str, Any], jwt.PyJWK]] = {}
 
     # -- public ------------------------------------------------------------------------------
     def verify(self, authorization: str | None, body: bytes) -> dict[str, Any]:
@@ -120,7 +128,7 @@ class BotFrameworkTokenVerifier:
     # -- token -------------------------------------------------------------------------------
     def _decode(self, token: str, jwk: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            key = jwt.PyJWK(dict(jwk), algorithm=ALLOWED_ALGORITHMS[0])
+            key = self._pyjwk(jwk)
             claims: dict[str, Any] = jwt.decode(
                 token,
                 key=key.key,
@@ -145,12 +153,26 @@ class BotFrameworkTokenVerifier:
             raise InvalidSignatureError("token not yet valid")
         return claims
 
+    def _pyjwk(self, jwk: Mapping[str, Any]) -> jwt.PyJWK:
+        kid = str(jwk.get("kid"))
+        known = self._parsed.get(kid)
+        if known is not None and known[0] == jwk:
+            return known[1]
+        key = jwt.PyJWK(dict(jwk), algorithm=ALLOWED_ALGORITHMS[0])
+        self._parsed[kid] = (jwk, key)
+        return key
+
     # -- keys --------------------------------------------------------------------------------
     def _signing_key(self, kid: str) -> Mapping[str, Any]:
+        local = self._local_keys
+        if local is not None and self._clock() - local[0] < LOCAL_KEYS_SECONDS and kid in local[1]:
+            return local[1][kid]
         keys, just_fetched = self._known_keys()
+        self._local_keys = (self._clock(), keys)
         jwk = keys.get(kid)
         if jwk is None and not just_fetched and self._may_refresh_for_unknown_kid():
             keys = self._refresh(fallback=keys)
+            self._local_keys = (self._clock(), keys)
             jwk = keys.get(kid)
         if jwk is None:
             raise InvalidSignatureError("unknown signing key")
