@@ -15,6 +15,7 @@ from api.errors import error_body, install_error_handlers
 from api.routing import include_project_router
 from core.db import DATABASE_POOL_SIZE
 from core.settings import get_settings
+from services.attachments import MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,28 @@ class BodySizeLimit:
         # A campaign's CSV upload holds up to 50,000 recipients.
         if path.rstrip("/").endswith("/conversations/campaigns"):
             return 20 * 1024 * 1024
+        if _is_reply(path):
+            return REPLY_BODY_LIMIT
         return self.limit
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        response = JSONResponse(
-            error_body("invalid_request", "too_large", f"Request body is larger than {limit} bytes."), status_code=413
-        )
+        detail, attr = f"Request body is larger than {limit} bytes.", None
+        if _is_reply(scope["path"]):
+            detail += (f" A reply's attachments may add up to {MAX_TOTAL_BYTES // 2**20} MB (at most "
+                       f"{MAX_FILES} files of {MAX_FILE_BYTES // 2**20} MB each).")
+            attr = "attachments"
+        response = JSONResponse(error_body("invalid_request", "too_large", detail, attr), status_code=413)
         await response(scope, receive, send)
+
+
+# A reply's files (services.attachments: 25 MB in all) base64-encoded in JSON (+1/3), plus the
+# text: 36 MB. Not 20 files × 10 MB: JSON bodies are read whole, and mail providers refuse
+# messages over 25–35 MB anyway. Multipart uploads carry the same files in less.
+REPLY_BODY_LIMIT = 36 * 1024 * 1024
+
+
+def _is_reply(path: str) -> bool:
+    return path.rstrip("/").endswith("/reply") and "/conversations/tickets/" in path
 
 
 class _TooLarge(Exception):

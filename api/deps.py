@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from fastapi import Request
 
 from api.errors import ApiError, not_authenticated
 from core.cache import get_cache
+from core.clock import as_utc, now
+from core.crypto import hash_api_key
 from core.db import session_scope
 from core.settings import get_settings
 from models import ApiKey, User
@@ -47,32 +51,65 @@ def enforce_rate_limit(bucket: str, limits: tuple[tuple[int, int], ...]) -> None
                            headers={"Retry-After": str(retry)})
 
 
-def _authenticate(request: Request, project_id: int | None) -> tuple[ApiKey, User, bool]:
-    """The key and its user (401 otherwise), and whether it may use `project_id`.
+# A key's grant is reused for this long at most (and only while no key, user, project or
+# membership has changed since it was read: accounts.auth_generation). The bound covers
+# changes made outside a Session (raw SQL) and, in the embedded mode without Redis, changes
+# made by another process (the CLI).
+GRANT_TTL_SECONDS = 10.0
+_GRANTS_MAX = 10_000
+_grants: dict[str, tuple[float, int, accounts.KeyGrant]] = {}  # key hash → (read at, generation, grant)
+_touched: dict[uuid.UUID, datetime] = {}
 
-    One read-only unit of work; `last_used_at` is written (at most once a minute) in its own
-    short transaction, so ordinary reads never take SQLite's write lock."""
-    secret = _bearer(request)
+
+def _grant(secret: str) -> accounts.KeyGrant | None:
+    """The key's grant: from this process's cache while fresh and current, else from the database."""
+    digest = hash_api_key(secret)
+    generation = accounts.auth_generation()  # read before the database, so a racing change wins
+    hit = _grants.get(digest)
+    if hit is not None and hit[1] == generation and time.monotonic() - hit[0] < GRANT_TTL_SECONDS:
+        return hit[2]
     with session_scope(read_only=True) as session:
-        found = accounts.authenticate(session=session, secret=secret)
-        if found is None:
-            raise ApiError(401, "authentication_error", "authentication_failed", "Invalid personal API key.")
-        key, user = found
-        allowed = project_id is not None and 0 < project_id < 2**31 and accounts.key_can_access(
-            session=session, key=key, user=user, project_id=project_id
-        )
-        session.expunge(user)
-        session.expunge(key)
-    if accounts.key_needs_touch(key):
-        with session_scope() as session:
-            accounts.touch_key(session=session, key_id=key.id)
-    return key, user, allowed
+        grant = accounts.load_grant(session=session, secret=secret)
+    if grant is None:
+        _grants.pop(digest, None)
+        return None
+    if len(_grants) >= _GRANTS_MAX:
+        _grants.clear()
+    _grants[digest] = (time.monotonic(), generation, grant)
+    return grant
+
+
+def forget_grants() -> None:
+    """Drop this process's cached grants (tests that switch databases)."""
+    _grants.clear()
+    _touched.clear()
+
+
+def _touch(grant: accounts.KeyGrant) -> None:
+    """Record the key's use at most once a minute (in its own short transaction, so ordinary
+    reads never take SQLite's write lock)."""
+    last = _touched.get(grant.key_id, grant.last_used_at)
+    if last is not None and (now() - as_utc(last)).total_seconds() <= accounts.TOUCH_EVERY:
+        return
+    _touched[grant.key_id] = now()
+    with session_scope() as session:
+        accounts.touch_key(session=session, key_id=grant.key_id)
+
+
+def _authenticate(request: Request, project_id: int | None) -> tuple[accounts.KeyGrant, bool]:
+    """The key's grant (401 otherwise), and whether it may use `project_id`."""
+    grant = _grant(_bearer(request))
+    if grant is None:
+        raise ApiError(401, "authentication_error", "authentication_failed", "Invalid personal API key.")
+    allowed = project_id is not None and 0 < project_id < 2**31 and grant.can_access(project_id)
+    _touch(grant)
+    return grant, allowed
 
 
 def authenticate(request: Request) -> tuple[ApiKey, User]:
-    """The bearer key and its user; 401 when missing or unknown."""
-    key, user, _ = _authenticate(request, None)
-    return key, user
+    """The bearer key and its user (detached objects); 401 when missing or unknown."""
+    grant, _ = _authenticate(request, None)
+    return grant.key(), grant.user()
 
 
 def require(scope: str, *, project: bool = True) -> Callable[[Request], Principal]:
@@ -85,20 +122,20 @@ def require(scope: str, *, project: bool = True) -> Callable[[Request], Principa
                 project_id = int(request.path_params.get("project_id"))  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 project_id = -1
-        key, user, allowed = _authenticate(request, project_id)
+        grant, allowed = _authenticate(request, project_id)
         settings = get_settings()
-        enforce_rate_limit(f"key:{key.id}", ((settings.rate_limit_per_minute, 60), (settings.rate_limit_per_hour, 3600)))
+        enforce_rate_limit(f"key:{grant.key_id}", ((settings.rate_limit_per_minute, 60), (settings.rate_limit_per_hour, 3600)))
         if project and not allowed:
             raise ApiError(404, "invalid_request", "not_found", "Not found.")
-        if not accounts.scope_allows(list(key.scopes or []), scope):
+        if not accounts.scope_allows(list(grant.scopes), scope):
             raise ApiError(403, "authentication_error", "permission_denied",
                            f"API key missing required scope '{scope}'", attr=None, required_scope=scope)
         return Principal(
-            key_id=str(key.id),
-            key_label=key.label,
-            scopes=tuple(key.scopes or []),
-            scoped_projects=tuple(key.scoped_projects) if key.scoped_projects is not None else None,
-            user=user,
+            key_id=str(grant.key_id),
+            key_label=grant.label,
+            scopes=grant.scopes,
+            scoped_projects=grant.scoped_projects,
+            user=grant.user(),
             project_id=project_id,
         )
 

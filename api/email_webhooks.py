@@ -18,7 +18,10 @@ signature or secret 401 (generic body), malformed body 400, duplicate 200. Stori
 insert; parsing and threading happen in the ingest worker.
 
 - `GET …/tickets/{id}/messages/{message_id}/full_email`: the original as received
-  (`message/rfc822`); `GET …/messages/{message_id}/attachments/{index}`: one attachment.
+  (`message/rfc822`); `GET …/messages/{message_id}/attachments/{index}`: one attachment (of an
+  inbound email, or a file the team attached to a reply or note).
+- `GET /api/conversations/v1/attachments/{message_id}/{index}/{token}/{filename}`: a file of a
+  team reply for its recipient on another channel (no API key; services.attachments).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from channels.email.signature import SIGNATURE_HEADER
 from channels.email.signature import verify as verify_signature
 from channels.errors import InvalidSignatureError, MalformedPayloadError
 from core.db import session_scope
-from services import email_configs, email_inbound
+from services import attachments, email_configs, email_inbound
 from services import tickets as ticket_service
 from services.errors import NotFoundError
 from workers import metrics
@@ -213,7 +216,7 @@ def full_email(project_id: int, ticket_id: str, message_id: str, principal: Prin
 
 @messages_router.get(
     "/tickets/{ticket_id}/messages/{message_id}/attachments/{index}",
-    summary="One attachment of an inbound email message",
+    summary="One attachment of a message (an inbound email's file, or one the team attached)",
 )
 def email_attachment(
     project_id: int, ticket_id: str, message_id: str, index: int, principal: Principal = Depends(READ)
@@ -224,7 +227,23 @@ def email_attachment(
                                              index=index)
     if found is None:
         raise NotFoundError("No such attachment.", attr="index")
-    safe_name = found.filename.replace('"', "").replace("\r", "").replace("\n", "")
+    return _download(found.filename, found.content_type, found.content)
+
+
+@router.get("/api/conversations/v1/attachments/{message_id}/{index}/{token}/{filename:path}", include_in_schema=False)
+def public_attachment(message_id: str, index: int, token: str, filename: str) -> Response:
+    """A file of a team reply, for its recipient on Slack, GitHub or Teams (the link in the
+    posted reply; services.attachments.public_link). No API key: the token is the key."""
+    with session_scope(read_only=True) as session:
+        found = attachments.read_public_link(session=session, message_id=_message_uuid(message_id), index=index,
+                                             token=token)
+    if found is None:
+        raise NotFoundError("No such attachment.")
+    return _download(found.filename, found.content_type, found.content)
+
+
+def _download(filename: str, content_type: str, content: bytes) -> Response:
+    safe_name = filename.replace('"', "").replace("\r", "").replace("\n", "")
     ascii_name = safe_name.encode("ascii", "replace").decode("ascii").replace("?", "_")
     headers = {
         # Always a download, never rendered by the API's origin (an HTML attachment is the
@@ -232,7 +251,7 @@ def email_attachment(
         "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(safe_name)}",
         "X-Content-Type-Options": "nosniff",
     }
-    return Response(found.content, media_type=found.content_type, headers=headers)
+    return Response(content, media_type=content_type, headers=headers)
 
 
 def mount(app: FastAPI) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models import Message, Person, Role, Ticket, User
+from models import Message, Person, User
 
 Status = Literal["new", "open", "pending", "on_hold", "resolved"]
 Priority = Literal["low", "medium", "high", "critical"]
@@ -59,10 +58,20 @@ class TicketCreate(TicketUpdate):
     message: str | None = Field(default=None, max_length=10000)
 
 
+class ReplyAttachmentIn(Body):
+    """One file of a reply or note (JSON); multipart/form-data sends files as `attachments` parts."""
+
+    filename: str
+    content_type: str | None = None
+    content_base64: str
+
+
 class ReplyIn(Body):
     message: str = Field(max_length=100_000)
     is_private: bool = False
     rich_content: dict[str, Any] | list[Any] | None = None
+    # At most 20 files, 10 MB each, 25 MB in all (services.attachments checks, naming `attachments`).
+    attachments: list[ReplyAttachmentIn] | None = None
 
 
 class ComposeIn(Body):
@@ -90,7 +99,10 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
+        # The UTC wall clock without astimezone(), which is slow for the zoneinfo tzinfo
+        # psycopg attaches (this runs five times per ticket of every list page).
+        offset = value.utcoffset()
+        value = (value - offset if offset else value).replace(tzinfo=None)
     return value.isoformat() + "Z"
 
 
@@ -105,36 +117,27 @@ def user_out(user: User) -> dict[str, Any]:
     }
 
 
-def assignee_out(ticket: Ticket | Any, users: dict[int, User], roles: dict[uuid.UUID, Role]) -> dict[str, Any] | None:
-    if ticket.assignee_user_id is not None:
-        user = users.get(ticket.assignee_user_id)
-        return {"id": ticket.assignee_user_id, "type": "user", "user": user_out(user) if user else None, "role": None}
-    if ticket.assignee_role_id is not None:
-        role = roles.get(ticket.assignee_role_id)
-        return {
-            "id": str(ticket.assignee_role_id),
-            "type": "role",
-            "user": None,
-            "role": {"id": str(role.id), "name": role.name} if role else None,
-        }
-    return None
-
-
 def person_out(person: Person | Any | None, distinct_ids: list[str]) -> dict[str, Any] | None:
     if person is None:
         return None
-    properties = dict(person.properties or {})
-    if person.email and "email" not in properties:
-        properties["email"] = person.email
-    if person.name and "name" not in properties:
-        properties["name"] = person.name
+    return _person(person.id, person.name, person.email, person.properties, person.is_identified,
+                   person.created_at, distinct_ids)
+
+
+def _person(person_id: Any, name: str | None, email: str | None, properties: dict[str, Any] | None,
+            is_identified: Any, created_at: datetime, distinct_ids: list[str]) -> dict[str, Any]:
+    shown = dict(properties or {})
+    if email and "email" not in shown:
+        shown["email"] = email
+    if name and "name" not in shown:
+        shown["name"] = name
     return {
-        "id": str(person.id),
-        "name": person.name or person.email or (distinct_ids[0] if distinct_ids else None),
+        "id": str(person_id),
+        "name": name or email or (distinct_ids[0] if distinct_ids else None),
         "distinct_ids": distinct_ids,
-        "properties": properties,
-        "created_at": iso(person.created_at),
-        "is_identified": bool(person.is_identified),
+        "properties": shown,
+        "created_at": iso(created_at),
+        "is_identified": bool(is_identified),
     }
 
 
@@ -149,34 +152,48 @@ PLAIN_FIELDS = (
 TIME_FIELDS = ("created_at", "updated_at", "last_message_at", "sla_due_at", "snoozed_until")
 
 
-def _columns(ticket: Ticket | Any) -> dict[str, Any]:
-    """A ticket's columns by name: one C-level zip for a row (a list page holds rows), getattr
-    for an ORM object."""
-    fields = getattr(ticket, "_fields", None)
-    if fields is not None:
-        return dict(zip(fields, ticket, strict=True))
-    return {name: getattr(ticket, name) for name in ("id", "ai_resolved", *PLAIN_FIELDS, *TIME_FIELDS)}
+def ticket_rows_out(rows: list[Any]) -> list[dict[str, Any]]:
+    """The seed's ticket objects from list rows (services.ticket_query.embedded_select: the
+    ticket's columns plus the embedded assignee with its user or role, the person with its
+    distinct ids, and the tag names), without a query per embedded object.
 
-
-def ticket_out(
-    ticket: Ticket | Any,
-    *,
-    tags: list[str],
-    person: tuple[Any, list[str]] | None,
-    users: dict[int, User],
-    roles: dict[uuid.UUID, Role],
-) -> dict[str, Any]:
-    """The seed's ticket object. `ticket` is a Ticket or a row with the same column names."""
-    columns = _columns(ticket)
-    out: dict[str, Any] = {"id": str(columns["id"])}
-    for name in PLAIN_FIELDS:
-        out[name] = columns[name]
-    for name in TIME_FIELDS:
-        out[name] = iso(columns[name])
-    out["ai_resolved"] = bool(columns["ai_resolved"])
-    out["assignee"] = assignee_out(ticket, users, roles)
-    out["person"] = person_out(*person) if person else None
-    out["tags"] = tags
+    On the hot path of every list page: the row's field names are read once per page and each
+    row is zipped into a dict once."""
+    if not rows:
+        return []
+    fields = rows[0]._fields
+    out = []
+    for row in rows:
+        c = dict(zip(fields, row, strict=False))  # a row and its field names: same length
+        item: dict[str, Any] = {"id": str(c["id"])}
+        for name in PLAIN_FIELDS:
+            item[name] = c[name]
+        for name in TIME_FIELDS:
+            value = c[name]
+            item[name] = None if value is None else iso(value)
+        item["ai_resolved"] = bool(c["ai_resolved"])
+        if c["assignee_user_id"] is not None:
+            user = None
+            if c["embed_user_uuid"] is not None:
+                user_uuid = str(c["embed_user_uuid"])
+                user = {"id": c["assignee_user_id"], "uuid": user_uuid, "distinct_id": user_uuid,
+                        "first_name": c["embed_user_first_name"], "last_name": c["embed_user_last_name"],
+                        "email": c["embed_user_email"]}
+            item["assignee"] = {"id": c["assignee_user_id"], "type": "user", "user": user, "role": None}
+        elif c["assignee_role_id"] is not None:
+            role_id = str(c["assignee_role_id"])
+            role = None if c["embed_role_name"] is None else {"id": role_id, "name": c["embed_role_name"]}
+            item["assignee"] = {"id": role_id, "type": "role", "user": None, "role": role}
+        else:
+            item["assignee"] = None
+        if c["embed_person_id"] is None:
+            item["person"] = None
+        else:
+            item["person"] = _person(c["embed_person_id"], c["embed_person_name"], c["embed_person_email"],
+                                     c["embed_person_properties"], c["embed_person_is_identified"],
+                                     c["embed_person_created_at"], sorted(c["embed_person_distinct_ids"] or ()))
+        item["tags"] = sorted(c["embed_tags"] or ())
+        out.append(item)
     return out
 
 
@@ -192,6 +209,8 @@ def message_out(message: Message) -> dict[str, Any]:
         "delivery_status": message.delivery_status,
         "delivery_error": message.delivery_error,
         "attachments": message.attachments or [],
+        # What the channel said beyond the text (GitHub: is_pull_request, html_url).
+        "channel_metadata": message.channel_metadata or {},
         "version": message.version,
         "created_at": iso(message.created_at),
         "updated_at": iso(message.updated_at),

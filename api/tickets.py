@@ -9,27 +9,27 @@ from typing import Any
 
 from fastapi import Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api import reply_body
 from api.deps import Principal, enforce_rate_limit, require
+from api.responses import FastJSONResponse
 from api.routing import SlashRouter
 from api.schemas import (
     BulkStatusIn,
     BulkTagsIn,
     ComposeIn,
-    ReplyIn,
     TicketCreate,
     TicketUpdate,
     message_out,
-    ticket_out,
+    ticket_rows_out,
 )
 from core.db import session_scope
 from core.settings import get_settings
-from models import Role, Ticket, User
+from models import Ticket
 from services import replies, ticket_query, views
 from services import tickets as ticket_service
-from services.persons import persons_for_tickets, upsert_person
+from services.persons import upsert_person
 from services.unread import unread_count
 
 router = SlashRouter(tags=["tickets"])
@@ -44,21 +44,9 @@ WRITE = require("ticket:write")
 
 
 def serialise(session: Session, tickets: Iterable[Ticket | Any]) -> list[dict[str, Any]]:
-    """Shape tickets with their tags, person and assignee, in a fixed number of queries."""
-    tickets = list(tickets)
-    tags = ticket_service.tags_for(session=session, ticket_ids=[t.id for t in tickets])
-    persons = persons_for_tickets(session=session, tickets=tickets)
-    user_ids = {t.assignee_user_id for t in tickets if t.assignee_user_id}
-    role_ids = {t.assignee_role_id for t in tickets if t.assignee_role_id}
-    # Rows, not ORM objects: user_out/assignee_out read the same attribute names.
-    users: dict[int, Any] = {}
-    if user_ids:
-        query = select(User.id, User.uuid, User.first_name, User.last_name, User.email).where(User.id.in_(user_ids))
-        users = {u.id: u for u in session.execute(query)}
-    roles: dict[Any, Any] = {}
-    if role_ids:
-        roles = {r.id: r for r in session.execute(select(Role.id, Role.name).where(Role.id.in_(role_ids)))}
-    return [ticket_out(t, tags=tags[t.id], person=persons.get(t.id), users=users, roles=roles) for t in tickets]
+    """Shape tickets with their tags, person and assignee: one query (the list's row shape)."""
+    rows = ticket_query.embedded_rows(session, [t.id for t in tickets])
+    return ticket_rows_out(rows)
 
 
 def _page_url(request: Request, limit: int, offset: int) -> str:
@@ -95,8 +83,9 @@ def list_tickets(
         page, limit_n, offset_n = ticket_query.list_tickets(
             session=session, project_id=project_id, params=params, user_id=principal.user.id
         )
-        results = serialise(session, page.tickets)
-    return _paginated(request, page.count, limit_n, offset_n, page.has_more, results)
+    # The rows embed assignee, person and tags; FastJSONResponse skips re-validating the page.
+    return FastJSONResponse(_paginated(request, page.count, limit_n, offset_n, page.has_more,
+                                       ticket_rows_out(page.tickets)))
 
 
 @router.post("/tickets", status_code=201, summary="Create a ticket (API clients)")
@@ -181,7 +170,7 @@ def retrieve_ticket(project_id: int, ticket_id: str, principal: Principal = Depe
     with session_scope() as session:
         ticket = ticket_service.get_ticket(session=session, project_id=project_id, ref=ticket_id)
         ticket_service.mark_read_by_team(session=session, ticket=ticket)
-        return serialise(session, [ticket])[0]
+        return FastJSONResponse(serialise(session, [ticket])[0])
 
 
 @router.patch("/tickets/{ticket_id}", summary="Update a ticket")
@@ -222,15 +211,19 @@ def list_messages(
     return _paginated(request, count, limit_n, offset_n, offset_n + len(results) < count, results)
 
 
-@router.post("/tickets/{ticket_id}/reply", status_code=201, summary="Post a reply or an internal note")
-def reply(project_id: int, ticket_id: str, body: ReplyIn, response: Response, principal: Principal = Depends(WRITE)) -> dict[str, Any]:
+@router.post("/tickets/{ticket_id}/reply", status_code=201, summary="Post a reply or an internal note",
+             openapi_extra=reply_body.openapi_extra())
+def reply(project_id: int, ticket_id: str, response: Response, principal: Principal = Depends(WRITE),
+          form: reply_body.ReplyRequest = Depends(reply_body.reply_request)) -> dict[str, Any]:
+    # JSON or multipart/form-data (files); see api/reply_body.py.
     enforce_rate_limit(f"user-send:{principal.user.id}", send_limits())
+    body, files = form.body, form.files()
     session = None
     try:
         with session_scope() as session:
             ticket = ticket_service.get_ticket(session=session, project_id=project_id, ref=ticket_id, for_update=True)
             outcome = replies.reply(session=session, ticket=ticket, author=principal.user, message=body.message,
-                                    is_private=body.is_private, rich_content=body.rich_content)
+                                    is_private=body.is_private, rich_content=body.rich_content, attachments=files)
             result = message_out(outcome.message)
     finally:
         if session is not None:

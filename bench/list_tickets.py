@@ -3,6 +3,8 @@
     .venv/bin/python bench/list_tickets.py                     # 1,000,000 tickets, both databases
     .venv/bin/python bench/list_tickets.py --tickets 200000 --databases sqlite
     .venv/bin/python bench/list_tickets.py --reuse             # keep the seeded SQLite file / PG cluster
+    .venv/bin/python bench/list_tickets.py --reuse --postgres-url postgresql+psycopg://…/postgres --prewarm
+                                       # a server you run (e.g. shared_buffers = 2GB), its cache warmed first
 
 What it does, per database:
 1. Seeds one project with N tickets (0-4 messages each, 0-3 tags each, persons for the
@@ -169,8 +171,12 @@ def generate(ds: Dataset, chunk: int = 20_000) -> Iterator[tuple[list[tuple[Any,
             sla, name, email, _sentence(rng, 5) if is_email else None, email if is_email else None,
             f"bench:{number}",
         ))
-        for name_ in {rng.choices(tag_names, TAG_WEIGHTS)[0] for _ in range(rng.choice((0, 0, 1, 1, 1, 2, 3)))}:
-            links.append((tid, ds.tag_ids[name_]))
+        tag_ids = [ds.tag_ids[name_] for name_ in
+                   {rng.choices(tag_names, TAG_WEIGHTS)[0] for _ in range(rng.choice((0, 0, 1, 1, 1, 2, 3)))}]
+        for tag_id in tag_ids:
+            # With the ticket's list order and all its tag ids, which ticket_tags carries for
+            # tag filters (the triggers of 0007_tag_order_index fill them in when not given).
+            links.append((tid, tag_id, updated, number, tuple(tag_ids)))
         if len(tickets) >= chunk:
             yield tickets, messages, links
             tickets, messages, links = [], [], []
@@ -309,7 +315,8 @@ def seed_sqlite(path: Path, ds: Dataset) -> SeedReport:
             (m[0].hex, m[1], m[2].hex, *m[3:6], int(m[6]), m[7], m[8], _sqlite_dt(m[9]), _sqlite_dt(m[10]))
             for m in messages
         ])
-        insert("INSERT INTO ticket_tags (ticket_id, tag_id) VALUES (?, ?)", [(a.hex, b.hex) for a, b in links])
+        insert("INSERT INTO ticket_tags (ticket_id, tag_id, updated_at, ticket_number, tag_set) VALUES (?, ?, ?, ?, ?)",
+               [(a.hex, b.hex, _sqlite_dt(at), n, ",".join(t.hex for t in tags)) for a, b, at, n, tags in links])
     conn.execute("UPDATE projects SET ticket_seq = ? WHERE id = ?", (ds.n, ds.project_id))
     conn.execute("COMMIT")
     wall = time.perf_counter() - start
@@ -361,7 +368,8 @@ def seed_postgres(url: str, ds: Dataset) -> SeedReport:
             for tickets, messages, links in generate(ds):
                 copy_rows(f"COPY tickets ({', '.join(TICKET_COLUMNS)}) FROM STDIN", tickets)
                 copy_rows(f"COPY messages ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN", messages)
-                copy_rows("COPY ticket_tags (ticket_id, tag_id) FROM STDIN", links)
+                copy_rows("COPY ticket_tags (ticket_id, tag_id, updated_at, ticket_number, tag_set) FROM STDIN",
+                          [(a, b, at, n, ",".join(str(t) for t in tags)) for a, b, at, n, tags in links])
             cur.execute("UPDATE projects SET ticket_seq = %s WHERE id = %s", (ds.n, ds.project_id))
         wall = time.perf_counter() - start
         start = time.perf_counter()
@@ -371,6 +379,23 @@ def seed_postgres(url: str, ds: Dataset) -> SeedReport:
             conn.execute(definition)
         conn.execute("VACUUM ANALYZE")
     return SeedReport(rows, inserting, wall, time.perf_counter() - start)
+
+
+def prewarm_postgres(url: str) -> str:
+    """pg_prewarm the tables and indexes the list reads (not messages: text search only)."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        buffers = conn.execute("SHOW shared_buffers").fetchone()[0]
+        relations = [r[0] for r in conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_index i ON i.indexrelid = c.oid LEFT JOIN pg_class t ON t.oid = i.indrelid "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i') AND COALESCE(t.relname, c.relname) IN "
+            "('tickets', 'ticket_tags', 'tags', 'persons', 'person_distinct_ids', 'users', 'roles', 'unread_counters')"
+        )]
+        pages = sum(conn.execute("SELECT pg_prewarm(%s)", (r,)).fetchone()[0] for r in relations)
+    return f"postgres: prewarmed {len(relations)} tables and indexes, {pages * 8 // 1024:,} MB (shared_buffers {buffers})"
 
 
 def count_tickets(url: str) -> int:
@@ -490,16 +515,18 @@ def scenarios(ds: Dataset, prefix: str) -> list[Scenario]:
 
 def _baseline_sql(url: str, ds: Dataset, params: dict[str, str], user_id: int) -> tuple[str, Any]:
     """The page SELECT the service runs for `params` (the deferred join of
-    ticket_query.page_query, without the count or the selectivity probes), compiled for the
-    raw driver."""
+    ticket_query.page_query with the embedded assignee, person, tags and count; without the
+    look-ups that build it: tag ids, text-index candidates, selectivity probes), compiled for
+    the raw driver."""
     from core.db import get_engine, new_session
     from services import ticket_query
 
     engine = get_engine()
     with new_session(read_only=True) as session:
-        page = ticket_query.build_query(session=session, project_id=ds.project_id, params=params, user_id=user_id)
-        query = ticket_query.page_query(session, page, params.get("order_by"), ticket_query.DEFAULT_LIMIT + 1,
-                                        int(params.get("offset", 0)))
+        built = ticket_query.build_list_query(session=session, project_id=ds.project_id, params=params,
+                                              user_id=user_id)
+        query = ticket_query.page_query(session, built.page, params.get("order_by"), ticket_query.DEFAULT_LIMIT + 1,
+                                        int(params.get("offset", 0)), built.count)
     compiled = query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
     processors = compiled._bind_processors
 
@@ -601,6 +628,9 @@ def main() -> None:
     parser.add_argument("--redis-url", help="an existing Redis")
     parser.add_argument("--only", help="run only scenarios whose name contains this")
     parser.add_argument("--seed-only", action="store_true", help="seed (or check) the databases, measure nothing")
+    parser.add_argument("--prewarm", action="store_true",
+                        help="PostgreSQL: load the list's tables and indexes into shared_buffers first (pg_prewarm), "
+                             "as on a server that has been running; worth it when shared_buffers holds them (≥ 2 GB)")
     args = parser.parse_args()
 
     workdir: Path = args.workdir
@@ -670,6 +700,10 @@ def main() -> None:
             report.append(line)
             if args.seed_only:
                 continue
+            if args.prewarm and db != "sqlite":
+                line = prewarm_postgres(url)
+                print(line, flush=True)
+                report.append(line)
             results = measure(url, redis_url, ds, api_key, workdir, args.samples, args.only)
             report.append("\n" + table(db, results) + "\n")
     finally:

@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--worker-threads", type=int, default=8)
+    parser.add_argument("--worker-processes", type=int, default=2, help="ticketwire worker --processes")
     parser.add_argument("--rate", type=float, default=200.0, help="webhooks/s of the inbound-to-ticket rows")
     parser.add_argument("--channels", default=",".join(CHANNELS), help="comma-separated subset of slack,github,teams")
     parser.add_argument("--ack-only", action="store_true", help="only the bare route and the ack throughput")
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, de
 
         # -- 4. workers on; drain what the full-speed runs stored -------------------------
         progress("workers on: draining the full-speed runs")
-        dep.start(py, "-m", "cli", "worker", "--threads", str(args.worker_threads))
+        dep.start(py, "-m", "cli", "worker", "--processes", str(args.worker_processes), "--threads", str(args.worker_threads))
         dep.start(py, "-m", "cli", "scheduler")
         stored_all = sql(pg_url, "SELECT count(*) FROM raw_events WHERE project_id = %s", (project_id,))[0][0]
         drain = wait_drained(pg_url, dep, timeout=1800 * scale + 300)
@@ -376,7 +377,7 @@ def slack_outbound(load: SlackLoad, fake: FakeSlack, base: str, api: str, header
         r.raise_for_status()
         ids.append(r.json()["id"])
     start = time.monotonic()
-    dep.start(py, "-m", "cli", "worker", "--threads", str(args.worker_threads))
+    dep.start(py, "-m", "cli", "worker", "--processes", str(args.worker_processes), "--threads", str(args.worker_threads))
     dids = {r[1] for r in _deliveries(pg_url, ids)}
     deadline = start + 3600 * scale + 300
     while len(dids & received.keys()) < n_backlog and time.monotonic() < deadline:

@@ -336,23 +336,19 @@ class Sent:
 
 
 async def open_loop(url: str, events: Sequence[Event], rate: float) -> list[Sent]:
-    """Send at a fixed rate regardless of answers (no coordinated omission)."""
-    sent = [Sent(e, 0.0) for e in events]
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=500)) as client:
-        start = time.perf_counter()
+    """Send at a fixed rate regardless of answers (no coordinated omission), from
+    bench/loadgen.py in a process of its own; latency counts from each request's due time."""
+    import pickle
 
-        async def one(i: int, s: Sent) -> None:
-            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            s.sent_at = time.time()
-            t0 = time.perf_counter()
-            try:
-                r = await client.post(url, content=s.event.body, headers=s.event.headers)
-            except httpx.HTTPError:
-                return
-            s.latency_ms = (time.perf_counter() - t0) * 1000
-            s.status = r.status_code
-
-        await asyncio.gather(*(one(i, s) for i, s in enumerate(sent)))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).with_name("loadgen.py")), url, str(rate),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate(pickle.dumps([(e.headers, e.body) for e in events]))
+    if proc.returncode:
+        raise RuntimeError(f"bench/loadgen.py exited with {proc.returncode}")
+    sent = []
+    for event, (sent_at, latency_ms, status) in zip(events, json.loads(out), strict=True):
+        sent.append(Sent(event, sent_at, latency_ms, status or None))
     return sent
 
 

@@ -47,6 +47,10 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
+            # Read the database file through a memory map (up to SQLite's usual 2 GB cap)
+            # instead of a read() and a copy per page: 10-45 % less CPU for list pages, text
+            # search and tag intersections at 1M tickets (bench/list_tickets.py).
+            cur.execute("PRAGMA mmap_size=2147418112")
             cur.close()
             # Take the write lock at BEGIN so two writers never deadlock upgrading a read lock.
             dbapi_conn.isolation_level = None

@@ -124,13 +124,17 @@ class Ticket(Base):
         UniqueConstraint("project_id", "channel_source", "thread_key"),
         # The list's default order and its common filters, each ending in the sort key so
         # a page is an index range scan, not a sort.
-        Index("ix_tickets_list_updated", "project_id", "updated_at", "ticket_number"),
-        Index("ix_tickets_list_created", "project_id", "created_at"),
-        Index("ix_tickets_status_updated", "project_id", "status", "updated_at"),
-        Index("ix_tickets_assignee_user", "project_id", "assignee_user_id", "status", "updated_at"),
-        Index("ix_tickets_assignee_role", "project_id", "assignee_role_id", "updated_at"),
-        Index("ix_tickets_channel", "project_id", "channel_source", "updated_at"),
-        Index("ix_tickets_sla", "project_id", "sla_due_at"),
+        # Each also ends in deleted_at (0007_list_indexes_live), so that checking "not deleted"
+        # and counting the matches read the index alone, not a row per match.
+        Index("ix_tickets_list_updated", "project_id", "updated_at", "ticket_number", "deleted_at"),
+        Index("ix_tickets_list_created", "project_id", "created_at", "ticket_number", "deleted_at"),
+        Index("ix_tickets_status_updated", "project_id", "status", "updated_at", "ticket_number", "deleted_at"),
+        Index("ix_tickets_assignee_user", "project_id", "assignee_user_id", "status", "updated_at", "ticket_number",
+              "deleted_at"),
+        Index("ix_tickets_assignee_role", "project_id", "assignee_role_id", "updated_at", "ticket_number",
+              "deleted_at"),
+        Index("ix_tickets_channel", "project_id", "channel_source", "updated_at", "ticket_number", "deleted_at"),
+        Index("ix_tickets_sla", "project_id", "sla_due_at", "deleted_at"),
         Index("ix_tickets_distinct_id", "project_id", "distinct_id"),
         Index("ix_tickets_customer_email", "project_id", "customer_email"),
         Index("ix_tickets_snoozed", "snoozed_until"),
@@ -138,6 +142,14 @@ class Ticket(Base):
         Index("ix_tickets_widget_session", "project_id", "widget_session_id"),
         # Probing candidate ids (tag and text search) without reading the wide row (0003).
         Index("ix_tickets_id_probe", "id", "project_id", "deleted_at", "status", "updated_at", "ticket_number"),
+        # The widget's unread-reply notifier (services.widget.notify_unread_replies, every
+        # minute) looks only at tickets whose visitor has unread replies (0007_list_indexes_live).
+        Index(
+            "ix_tickets_unread_customer",
+            "last_message_at",
+            sqlite_where=text("unread_customer_count > 0 AND deleted_at IS NULL"),
+            postgresql_where=text("unread_customer_count > 0 AND deleted_at IS NULL"),
+        ),
         # unread_count sums only tickets with unread messages: a partial index keeps it small.
         Index(
             "ix_tickets_unread",
@@ -201,5 +213,24 @@ class TicketTag(Base):
 
     ticket_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True)
     tag_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
+    # The ticket's list order and soft delete, copied here by triggers (0007_tag_order_index)
+    # so that a tag filter pages and counts through one index in list order, without reading
+    # the tickets. Never written by the ORM: a link is inserted without them and the trigger
+    # fills them in from the ticket.
+    updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ticket_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # All of the ticket's tag ids, comma-separated (NULL when it has more than
+    # TAG_SET_MAX), so that walking one tag's links checks the other tags of a
+    # tags_all/tags_exclude filter from the index entry instead of a look-up per link.
+    tag_set: Mapped[str | None] = mapped_column(Text, nullable=True)
 
-    __table_args__ = (Index("ix_ticket_tags_tag", "tag_id", "ticket_id"),)
+    __table_args__ = (
+        Index("ix_ticket_tags_tag", "tag_id", "ticket_id"),
+        Index("ix_ticket_tags_tag_order", "tag_id", "deleted_at", "updated_at", "ticket_number", "ticket_id", "tag_set"),
+    )
+
+
+# A ticket with more tags than this keeps tag_set NULL (index entries stay small; PostgreSQL
+# caps a B-tree entry at ~2.7 kB); its tag terms fall back to EXISTS (0007_tag_order_index).
+TAG_SET_MAX = 16

@@ -6,7 +6,8 @@ recipient's `{{fields}}` filled in. The message's Message-ID (`<delivery id@from
 stored when the campaign is created, so a reply threads back onto the recipient's own ticket by
 In-Reply-To like any other email reply. A recipient listed twice gets one mail; an address that
 unsubscribed from the project's campaigns (the List-Unsubscribe link, RFC 8058 one-click, or
-the API) gets none; an invalid row is reported and does not stop the rest.
+the API) gets none; an invalid row is reported (with the `field` at fault) and does not stop the rest.
+Internationalised addresses (`josé@exämple.com`, `用户@例子.广告`) are valid recipients.
 
 Deliveries are scheduled at the config's sending rate when the campaign is created (the n-th
 one `n / rate` after the config's last scheduled campaign mail), so a large campaign is handed
@@ -27,12 +28,13 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.utils import formataddr
+from email.headerregistry import Address
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from channels.email import addresses
 from channels.email.outbound import make_message_id
 from core.clock import now
 from core.crypto import hmac_sha256_hex
@@ -235,9 +237,12 @@ def unsubscribe_url(*, project_id: int, email: str, campaign_id: uuid.UUID | Non
 def add_unsubscribe(*, session: Session, project_id: int, email: Any, source: str = "api",
                     campaign_id: uuid.UUID | None = None) -> EmailUnsubscribe:
     """Record that an address wants no campaign mail from this project (idempotent)."""
-    if not isinstance(email, str) or not email_configs._is_address(email.strip()):
+    try:
+        address = addresses.normalize(email).lower() if isinstance(email, str) else None
+    except addresses.InvalidAddressError as exc:
+        raise ValidationError(f"Enter a valid email address: {exc.reason}.", attr="email") from None
+    if address is None:
         raise ValidationError("Enter a valid email address.", attr="email")
-    address = email.strip().lower()
     row = session.get(EmailUnsubscribe, (project_id, address))
     if row is None:
         row = EmailUnsubscribe(project_id=project_id, email=address, source=source, campaign_id=campaign_id,
@@ -354,19 +359,25 @@ def create_campaign(
         raw = recipient.email
         shown = raw if isinstance(raw, str) else None
         if recipient.fields is None:
-            invalid.append({"row": recipient.row, "email": None, "reason": "not_an_object"})
+            invalid.append({"row": recipient.row, "email": None, "reason": "not_an_object", "field": None})
             continue
         if not isinstance(raw, str) or not raw.strip():
-            invalid.append({"row": recipient.row, "email": shown, "reason": "missing_email"})
+            invalid.append({"row": recipient.row, "email": shown, "reason": "missing_email", "field": "email"})
             continue
-        address = raw.strip()
-        if len(address) > 254 or not email_configs._is_address(address):
-            invalid.append({"row": recipient.row, "email": shown, "reason": "invalid_email"})
+        try:
+            # Internationalised addresses are valid (RFC 6531); stored with a Unicode domain.
+            address = addresses.normalize(raw)
+        except addresses.InvalidAddressError as exc:
+            invalid.append({"row": recipient.row, "email": shown, "reason": "invalid_email", "field": "email",
+                            "detail": exc.reason})
             continue
-        if not isinstance(recipient.fields, Mapping) or (
-                recipient.name is not None and not isinstance(recipient.name, str)) or (
-                recipient.distinct_id is not None and not isinstance(recipient.distinct_id, str)):
-            invalid.append({"row": recipient.row, "email": shown, "reason": "invalid_fields"})
+        bad_field = next((name for name, ok in (
+            ("fields", isinstance(recipient.fields, Mapping)),
+            ("name", recipient.name is None or isinstance(recipient.name, str)),
+            ("distinct_id", recipient.distinct_id is None or isinstance(recipient.distinct_id, str)),
+        ) if not ok), None)
+        if bad_field:
+            invalid.append({"row": recipient.row, "email": shown, "reason": "invalid_fields", "field": bad_field})
             continue
         key = address.lower()
         if key in seen:
@@ -385,7 +396,7 @@ def create_campaign(
         body = render(message, values)
         line = re.sub(r"[\r\n]+", " ", render(subject, values)).strip() or subject
         if len(body) > MAX_RENDERED_LENGTH or len(line) > 998:
-            invalid.append({"row": recipient.row, "email": address, "reason": "message_too_long"})
+            invalid.append({"row": recipient.row, "email": address, "reason": "message_too_long", "field": "message"})
             continue
         rendered.append((recipient, address, body, line))
 
@@ -435,7 +446,7 @@ def _write_tickets(*, session: Session, campaign: Campaign, config: EmailConfig,
                 "message_count": 1, "last_message_at": stamp, "last_message_text": body[:500],
                 "unread_team_count": 0, "unread_customer_count": 1, "first_response_at": stamp,
                 "customer_name": name, "customer_email": address.lower(), "email_subject": line,
-                "email_from": address, "email_to": formataddr((name, address)) if name else address,
+                "email_from": address, "email_to": _mailbox(name, address) if name else address,
                 "email_config_id": config.id, "cc_participants": [],
             })
             messages.append({
@@ -463,6 +474,12 @@ def _write_tickets(*, session: Session, campaign: Campaign, config: EmailConfig,
     # The rest become due later and reach the workers through the sweeper.
     for delivery_id in due_now:
         after_commit(session, "deliver", delivery_id)
+
+
+def _mailbox(name: str, address: str) -> str:
+    """`"Zoë" <zoë@exämple.com>` (formataddr refuses a non-ASCII address: it predates RFC 6532)."""
+    local, _, domain = address.rpartition("@")
+    return str(Address(display_name=name, username=local, domain=domain))
 
 
 def reschedule(*, session: Session, config: EmailConfig) -> int:

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import DeliveryResult, DeliveryStatus, OutboundReply
 from core.clock import as_utc, now
 from models import Delivery, Message, Ticket
+from services.attachments import links_for as attachment_links
 from services.dispatch import after_commit
 from services.errors import NotFoundError, ValidationError
 from services.unread import mark_unread_dirty
@@ -68,11 +69,10 @@ THREAD_FIELDS = (
 def claim(*, session: Session, delivery_id: uuid.UUID, worker_id: str) -> Claim | None:
     """Take the delivery for one attempt, or None if it is not due or someone else has it."""
     moment = now()
-    row = session.get(Delivery, delivery_id)
-    if row is None:
+    was_unknown = session.scalar(select(Delivery.outcome_unknown).where(Delivery.id == delivery_id))
+    if was_unknown is None:
         return None
-    was_unknown = bool(row.outcome_unknown)
-    result = session.execute(
+    claimed = session.execute(
         update(Delivery)
         .where(Delivery.id == delivery_id, _claimable(moment))
         .values(
@@ -83,32 +83,35 @@ def claim(*, session: Session, delivery_id: uuid.UUID, worker_id: str) -> Claim 
             outcome_unknown=True,
             updated_at=moment,
         )
+        .returning(Delivery.channel, Delivery.attempts, Delivery.message_id, Delivery.ticket_id)
         .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    ).one_or_none()
+    if claimed is None:
         return None
-    session.refresh(row)
-    message = session.get_one(Message, row.message_id)
-    ticket = session.get_one(Ticket, row.ticket_id)
+    channel, attempts, message_id, ticket_id = claimed
+    message = session.get_one(Message, message_id)
+    ticket = session.get_one(Ticket, ticket_id)
     message.delivery_status = "sending"
     thread = {name: getattr(ticket, name) for name in THREAD_FIELDS}
     thread["email_config_id"] = str(ticket.email_config_id) if ticket.email_config_id else None
-    thread.update(_email_threading(session=session, ticket=ticket, delivery=row))
+    thread.update(_email_threading(session=session, ticket=ticket, message_id=message_id))
     reply = OutboundReply(
-        delivery_id=str(row.id),
+        delivery_id=str(delivery_id),
         ticket_id=str(ticket.id),
         ticket_number=ticket.ticket_number,
         text=message.content,
         thread=thread,
         author_name=message.author_name,
         rich_content=message.rich_content,
-        attempt=row.attempts,
+        # The team's files as links; the email channel swaps in their bytes (services.attachments).
+        attachments=attachment_links(message),
+        attempt=attempts,
         metadata={"project_id": ticket.project_id, "message_id": str(message.id)},
     )
-    return Claim(row.id, row.channel, row.attempts, was_unknown, reply, thread)
+    return Claim(delivery_id, channel, attempts, bool(was_unknown), reply, thread)
 
 
-def _email_threading(*, session: Session, ticket: Ticket, delivery: Delivery) -> dict[str, Any]:
+def _email_threading(*, session: Session, ticket: Ticket, message_id: uuid.UUID) -> dict[str, Any]:
     """Message-IDs the email channel threads with: the ticket's earlier messages, oldest first."""
     if ticket.channel_source != "email":
         return {}
@@ -116,7 +119,7 @@ def _email_threading(*, session: Session, ticket: Ticket, delivery: Delivery) ->
         mid
         for mid in session.scalars(
             select(Message.external_id)
-            .where(Message.ticket_id == ticket.id, Message.external_id.is_not(None), Message.id != delivery.message_id)
+            .where(Message.ticket_id == ticket.id, Message.external_id.is_not(None), Message.id != message_id)
             .order_by(Message.created_at)
         )
         if mid and mid.startswith("<")
@@ -126,29 +129,15 @@ def _email_threading(*, session: Session, ticket: Ticket, delivery: Delivery) ->
 
 def record_result(*, session: Session, delivery_id: uuid.UUID, result: DeliveryResult) -> float | None:
     """Store an attempt's outcome. Returns the delay in seconds before the next attempt, if any."""
+    moment = now()
+    if result.status == DeliveryStatus.DELIVERED:
+        _record_delivered(session=session, delivery_id=delivery_id, external_id=result.external_id, moment=moment)
+        return None
     delivery = session.get_one(Delivery, delivery_id)
     message = session.get_one(Message, delivery.message_id)
-    moment = now()
     delivery.lease_expires_at = None
     delivery.leased_by = None
     delivery.updated_at = moment
-    if result.status == DeliveryStatus.DELIVERED:
-        delivery.status = "sent"
-        delivery.outcome_unknown = False
-        # No next attempt: keeps sent rows out of the (status, next_attempt_at) index range
-        # that services.edits.due_edits scans, unless an edit made while this attempt was in
-        # flight waits for it (services.edits.EDIT_PENDING keeps its due time). Evaluated by
-        # the UPDATE itself, so an edit committed since this row was read is not lost.
-        delivery.next_attempt_at = case(  # type: ignore[assignment]
-            (Delivery.last_error_code == "edit_pending", Delivery.next_attempt_at), else_=None
-        )
-        delivery.external_id = result.external_id
-        delivery.sent_at = moment
-        message.delivery_status = "sent"
-        message.delivery_error = None
-        if result.external_id and not message.external_id:
-            message.external_id = f"{delivery.channel}:out:{result.external_id}" if not result.external_id.startswith("<") else result.external_id
-        return None
     delivery.last_error_code = result.error_code
     delivery.last_error = result.error_detail
     created = as_utc(delivery.created_at) or moment
@@ -164,6 +153,32 @@ def record_result(*, session: Session, delivery_id: uuid.UUID, result: DeliveryR
     delivery.outcome_unknown = False
     fail(session=session, delivery=delivery, message=message, reason=_error_text(result) or "delivery failed")
     return None
+
+
+def _record_delivered(*, session: Session, delivery_id: uuid.UUID, external_id: str | None, moment: Any) -> None:
+    """`sent`, with the vendor's id: two UPDATEs, no rows loaded (the hot path of every reply)."""
+    row = session.execute(
+        update(Delivery).where(Delivery.id == delivery_id)
+        .values(
+            status="sent", outcome_unknown=False, lease_expires_at=None, leased_by=None, updated_at=moment,
+            external_id=external_id, sent_at=moment,
+            # No next attempt: keeps sent rows out of the (status, next_attempt_at) index range
+            # that services.edits.due_edits scans, unless an edit made while this attempt was in
+            # flight waits for it (services.edits.EDIT_PENDING keeps its due time). Evaluated by
+            # the UPDATE itself, so an edit committed since the claim is not lost.
+            next_attempt_at=case((Delivery.last_error_code == "edit_pending", Delivery.next_attempt_at), else_=None),
+        )
+        .returning(Delivery.channel, Delivery.message_id)
+        .execution_options(synchronize_session=False)
+    ).one()
+    channel, message_id = row
+    values: dict[str, Any] = {"delivery_status": "sent", "delivery_error": None}
+    if external_id:
+        # Email ids are global Message-IDs already; other vendors' ids are per channel.
+        ours = external_id if external_id.startswith("<") else f"{channel}:out:{external_id}"
+        values["external_id"] = func.coalesce(Message.external_id, ours)
+    session.execute(update(Message).where(Message.id == message_id).values(**values)
+                    .execution_options(synchronize_session=False))
 
 
 def _error_text(result: DeliveryResult) -> str | None:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from channels.base import DeliveryResult, DeliveryStatus, OutboundReply
 from core.clock import as_utc, now
 from models import Delivery, Message, Ticket
+from services.attachments import links_for as attachment_links
 from services.deliveries import THREAD_FIELDS, backoff_seconds
 
 EDIT_PENDING = "edit_pending"
@@ -173,6 +174,8 @@ def build_reply(*, ticket: Ticket, message: Message, delivery: Delivery) -> Outb
         thread=thread,
         author_name=message.author_name,
         rich_content=message.rich_content,
+        # The new text keeps the reply's files (Slack, GitHub and Teams show them as links).
+        attachments=attachment_links(message),
         attempt=delivery.attempts,
         metadata={"project_id": ticket.project_id, "message_id": str(message.id), "edit_version": message.version},
     )

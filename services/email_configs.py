@@ -39,7 +39,7 @@ import aiosmtplib
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from channels.base import DeliveryResult, DeliveryStatus, KeyValueCache, OutboundReply
+from channels.base import Attachment, DeliveryResult, DeliveryStatus, KeyValueCache, OutboundReply
 from channels.email import outbound
 from channels.email.adapter import SMTP_SECURITY, EmailAdapter
 from channels.email.adapter import EmailConfig as AdapterEmailConfig
@@ -55,6 +55,7 @@ from core.crypto import decrypt_json, encrypt_json, new_token
 from core.db import session_scope
 from core.settings import get_settings
 from models import Delivery, EmailConfig, Message
+from services.attachments import files_for_delivery
 from services.errors import NotFoundError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -540,10 +541,13 @@ class ConfiguredEmailAdapter(EmailAdapter):
         message_id = outbound.make_message_id(reply.delivery_id, self.config.from_email)
         try:
             extra = _prepare_delivery(reply, message_id)
+            files = _stored_files(reply)
         except Exception:  # the database is briefly away: the pipeline retries the attempt
             log.warning("could not prepare email delivery %s", reply.delivery_id, exc_info=True)
             return DeliveryResult(DeliveryStatus.RETRYABLE, error_code="database_unavailable",
                                   error_detail="could not store the Message-ID before sending")
+        if files:  # the team's files travel as MIME attachments, not as the links other channels get
+            reply = dataclasses.replace(reply, attachments=files)
         reply_to = reply_to_for(inbound_address=self.config.inbound_address,
                                 project_id=int(reply.metadata["project_id"]), ticket_number=reply.ticket_number)
         if reply_to:
@@ -623,6 +627,12 @@ def _prepare_delivery(reply: OutboundReply, message_id: str) -> dict[str, Any]:
         extra["list_unsubscribe"] = unsubscribe_url(project_id=int(reply.metadata["project_id"]), email=email,
                                                     campaign_id=campaign_id)
     return extra
+
+
+def _stored_files(reply: OutboundReply) -> tuple[Attachment, ...]:
+    """The files the team attached to the message, with their bytes (services.attachments)."""
+    with session_scope(read_only=True) as session:
+        return files_for_delivery(session=session, message_id=uuid.UUID(str(reply.metadata["message_id"])))
 
 
 def _stored_message_id(reply: OutboundReply) -> str | None:

@@ -45,6 +45,7 @@ from channels.base import InboundMessage
 from channels.base import RawEvent as AdapterEvent
 from channels.email import EmailAdapter, parse_email
 from channels.email import EmailConfig as AdapterEmailConfig
+from channels.email.addresses import transport_form, unicode_domain
 from channels.email.listener import ReceivedMail
 from channels.email.parse import message_id_of
 from channels.errors import ChannelNotConfiguredError
@@ -55,6 +56,7 @@ from core.settings import get_settings
 from models import Delivery, EmailConfig, Message, Person, PersonDistinctId, RawEvent, Ticket
 from services import ai_tickets, deliveries, email_configs, inbound
 from services import tickets as ticket_service
+from services.attachments import stored_file
 from services.ingest import Applied, add_customer_message
 from services.persons import upsert_person
 from services.replies import add_team_message
@@ -73,10 +75,11 @@ _TOKEN = re.compile(r"^(?P<number>\d{1,12})(?:x(?P<mac>[0-9a-f]{10}))?$", re.IGN
 
 def normalize_address(address: str | None) -> str | None:
     """`<Carla+Work@Customer.test>` → `carla+work@customer.test`: how a person is compared
-    (a plus part stays: only the mailbox's owner may treat it as the same address)."""
+    (a plus part stays: only the mailbox's owner may treat it as the same address). An IDN
+    domain compares in Unicode: `jose@xn--exmple-cua.com` is `jose@exämple.com`."""
     if not address:
         return None
-    clean = address.strip().strip("<>").strip().lower()
+    clean = unicode_domain(address.strip().strip("<>").strip().lower())
     local, at, domain = clean.rpartition("@")
     if not at or not local or not domain:
         return None
@@ -98,7 +101,8 @@ def config_for_recipient(*, session: Session, address: str) -> EmailConfig | Non
     base = base_address(address)
     if base is None:
         return None
-    return email_configs.find_by_inbound_address(session=session, address=base)
+    # Inbound addresses are stored in ASCII: an IDN domain in its `xn--` form.
+    return email_configs.find_by_inbound_address(session=session, address=transport_form(base)[0])
 
 
 def own_addresses(configs: Iterable[EmailConfig]) -> set[str]:
@@ -654,7 +658,14 @@ class AttachmentFile:
 
 
 def attachment_for(*, session: Session, ticket: Ticket, message_id: uuid.UUID, index: int) -> AttachmentFile | None:
-    """Attachment `index` of an inbound email message, re-read from the stored original."""
+    """Attachment `index` of a message: a file the team attached (services.attachments), else
+    one of an inbound email, re-read from the stored original."""
+    message = session.get(Message, message_id)
+    if message is None or message.ticket_id != ticket.id or message.deleted_at is not None:
+        return None
+    uploaded = stored_file(session=session, message_id=message_id, index=index)
+    if uploaded is not None:
+        return AttachmentFile(uploaded.filename, uploaded.content_type, uploaded.content)
     raw = raw_email_for(session=session, ticket=ticket, message_id=message_id)
     if raw is None:
         return None

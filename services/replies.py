@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -13,16 +13,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from channels.email import addresses
 from core.cache import get_cache
 from core.clock import now
 from models import Delivery, EmailConfig, Message, Ticket, User
+from services import attachments as attachment_files
 from services import tickets as ticket_service
 from services.dispatch import after_commit
 from services.errors import ConflictError, ValidationError
 
 REPLAY_WINDOW = timedelta(seconds=120)
 MAX_REPLY_LENGTH = 5000
-EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 
 
 @dataclass(frozen=True)
@@ -135,13 +136,21 @@ def add_team_message(
 
 
 def reply(
-    *, session: Session, ticket: Ticket, author: User, message: Any, is_private: Any = False, rich_content: Any = None
+    *, session: Session, ticket: Ticket, author: User, message: Any, is_private: Any = False, rich_content: Any = None,
+    attachments: Sequence[attachment_files.Upload] = (),
 ) -> ReplyOutcome:
-    """POST tickets/{id}/reply. The caller commits, then calls `guard.release()`."""
+    """POST tickets/{id}/reply. The caller commits, then calls `guard.release()`.
+
+    `attachments` (services.attachments) are kept on public replies and private notes alike,
+    as help desks do for internal notes; a public reply sends them through the channel."""
     content = _validate_message(message)
     if not isinstance(is_private, bool):
         raise ValidationError("Must be a valid boolean.", attr="is_private")
-    fingerprint = _fingerprint("reply", author.id, str(ticket.id), content, is_private, rich_content)
+    files = attachment_files.check(attachments)
+    parts: tuple[Any, ...] = ("reply", author.id, str(ticket.id), content, is_private, rich_content)
+    if files:  # the same text with other files is another reply
+        parts += (attachment_files.fingerprint(files),)
+    fingerprint = _fingerprint(*parts)
     guard = ReplayGuard(fingerprint)
     session.info.setdefault("replay_guards", []).append(guard)
     existing = _recent_duplicate(session=session, ticket_id=ticket.id, fingerprint=fingerprint)
@@ -153,6 +162,7 @@ def reply(
         session=session, ticket=ticket, author=author, content=content, is_private=is_private,
         rich_content=rich_content, fingerprint=fingerprint,
     )
+    attachment_files.store(session=session, message=created, uploads=files)
     return ReplyOutcome(created, replayed=False)
 
 
@@ -189,9 +199,14 @@ def compose(
     campaign_id: uuid.UUID | None = None,
 ) -> ComposeOutcome:
     """A new open email ticket whose first message is a team reply delivered by email."""
-    if not isinstance(recipient_email, str) or not EMAIL_RE.match(recipient_email.strip()):
+    if not isinstance(recipient_email, str):
         raise ComposeError("Enter a valid recipient email address.", attr="recipient_email", error_type="invalid_email")
-    recipient = recipient_email.strip()
+    try:
+        # Internationalised addresses (josé@exämple.com, 用户@例子.广告) are valid (RFC 6531).
+        recipient = addresses.normalize(recipient_email)
+    except addresses.InvalidAddressError as exc:
+        raise ComposeError(f"Enter a valid recipient email address: {exc.reason}.", attr="recipient_email",
+                           error_type="invalid_email") from None
     if not isinstance(message, str) or not message.strip():
         raise ComposeError("The message may not be empty.", attr="message", error_type="empty_message")
     if len(message) > MAX_REPLY_LENGTH:

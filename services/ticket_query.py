@@ -12,11 +12,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Select,
+    String,
     Uuid,
     and_,
     any_,
+    bindparam,
+    case,
     cast,
     exists,
     false,
@@ -25,13 +29,13 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    union,
+    type_coerce,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, aliased
 
 from core.clock import now
-from models import Message, Tag, Ticket, TicketTag
+from models import Message, Person, PersonDistinctId, Role, Tag, Ticket, TicketTag, User
 from models.ticket import PRIORITIES, TICKET_STATUSES
 from services.errors import ValidationError
 from services.tickets import MAX_INT, parse_timestamp
@@ -188,11 +192,14 @@ def _id_in(session: Session, ids: Select[Any], *, drive: bool = True) -> ColumnE
     return Ticket.id.in_(ids)
 
 
-def _has_tag(tag_ids: list[uuid.UUID]) -> Any:
-    """EXISTS one of these tags on the ticket. An alias of ticket_tags, so that the clause
-    still has its own FROM inside a count query that joins ticket_tags itself."""
+def _has_tag(tag_ids: list[uuid.UUID], ticket_id: Any = None) -> Any:
+    """EXISTS one of these tags on the ticket (`ticket_id`: tickets.id, or the driving link's
+    ticket_id). An alias of ticket_tags, so that the clause still has its own FROM inside a
+    query that reads ticket_tags itself; `SELECT 1`, so that SQLite answers it from the
+    primary key index alone."""
     link = aliased(TicketTag)
-    return exists().where(link.ticket_id == Ticket.id, link.tag_id.in_(tag_ids))
+    ticket_id = Ticket.id if ticket_id is None else ticket_id
+    return select(literal_column("1")).where(link.ticket_id == ticket_id, link.tag_id.in_(tag_ids)).exists()
 
 
 @dataclass
@@ -216,9 +223,21 @@ class _Builder:
         self.page_only: list[Any] = []
         self.count_join: list[uuid.UUID] | None = None
         self.driven = False
+        # The tag whose links drive the page in list order (tags_in_list_order), and the
+        # other tag terms, on the driving link's ticket_id.
+        self.tag_driver: uuid.UUID | None = None
+        self.link_terms: list[Any] = []
 
     def add(self, clause: Any) -> None:
         self.where.append(clause)
+
+    def add_ids(self, ids: list[str]) -> None:
+        """Restrict to these ticket ids (PostgreSQL): `id = ANY(CAST(:ids AS uuid[]))`, the ids
+        in one text parameter (an array literal), which costs far less Python than thousands
+        of UUID parameters. It drives the query like `add_candidates`."""
+        literal = "{" + ",".join(ids) + "}"
+        self.add(Ticket.id == any_(cast(bindparam("candidate_ids", literal, type_=String), postgresql.ARRAY(Uuid))))
+        self.driven = True
 
     def add_candidates(self, ids: Select[Any]) -> None:
         """Restrict to a small set of ticket ids; the first such set drives the query."""
@@ -248,60 +267,162 @@ class _Builder:
         for name in sorted(set(names)):
             self.any_tags([name])
 
+    def _link_has_tag(self, tag_ids: list[uuid.UUID], *, negate: bool = False) -> Any:
+        """On the walked link: its ticket has (or, `negate`, has none of) these tags, read from
+        the link's tag_set in the index entry; for a ticket with more tags than tag_set lists
+        (NULL), from its links (EXISTS)."""
+        text_of = (lambda i: i.hex) if self.dialect == "sqlite" else str
+        listed = [TicketTag.tag_set.like(f"%{text_of(i)}%") for i in tag_ids]
+        if negate:
+            return or_(and_(TicketTag.tag_set.is_not(None), *(~term for term in listed)),
+                       and_(TicketTag.tag_set.is_(None), ~_has_tag(tag_ids, TicketTag.ticket_id)))
+        return or_(and_(TicketTag.tag_set.is_not(None), or_(*listed)),
+                   and_(TicketTag.tag_set.is_(None), _has_tag(tag_ids, TicketTag.ticket_id)))
+
+    def _build_from_links(self) -> ListQuery:
+        """The page and count walk the driving tag's live links (ix_ticket_tags_tag_order) in
+        list order. Only the tag terms: neither reads a ticket (page_query reads the page's
+        tickets, checking their project). With ticket filters too (status): each link's ticket
+        is checked through the probe index."""
+        link_where = [TicketTag.tag_id == self.tag_driver, TicketTag.deleted_at.is_(None), *self.link_terms]
+        ticket_terms = self.where[2:]  # past project_id and deleted_at
+        if ticket_terms:
+            joined = select(Ticket).join(TicketTag, TicketTag.ticket_id == Ticket.id).where(*self.where, *link_where)
+            return ListQuery(page=joined.execution_options(list_order=TAG_LIST_ORDER),
+                             count=joined.with_only_columns(literal_column("1")))
+        links = select(TicketTag.ticket_id).where(*link_where)
+        return ListQuery(page=links.execution_options(list_order=TAG_LIST_ORDER, list_project=self.project_id),
+                         count=links.with_only_columns(literal_column("1")))
+
+    def _recent_density(self, tag_id: uuid.UUID, ascending: bool) -> tuple[int, float, int]:
+        """How far a walk in list order goes to meet DENSITY_PROBE of the tag's links: the
+        list position (updated_at, then ticket_number) of its DENSITY_PROBE-th link, read from
+        the order index (a hundred entries). Smaller is further, so rarer there, which makes
+        the better driver: each of its links then meets the other required tags as often as
+        they are common."""
+        found = self.session.execute(
+            select(TicketTag.updated_at, TicketTag.ticket_number)
+            .where(TicketTag.tag_id == tag_id, TicketTag.deleted_at.is_(None))
+            .order_by(*_link_order("updated_at" if ascending else "-updated_at"))
+            .offset(DENSITY_PROBE - 1).limit(1)
+        ).first()
+        if found is None:  # fewer links than that: the rarest there is
+            return (0, 0.0, 0)
+        stamp = found.updated_at.timestamp() if found.updated_at is not None else 0.0
+        # Walking newest first, further is older (then a lower number); oldest first, newer.
+        return (1, -stamp if ascending else stamp, found.ticket_number or 0)
+
+    def tags_in_list_order(self, any_names: list[str], all_names: list[str], ascending: bool = False) -> bool:
+        """Answer `tags` (one tag) and `tags_all` by walking one tag's links in list order
+        (ix_ticket_tags_tag_order: the tag, then the ticket's updated_at and number) and
+        checking each one: a page costs about a page of index entries, however rare or
+        common the tag, and so does the count (COUNT_CAP entries at most). The rarest required
+        tag drives (`_recent_density`); the other tag terms are checked against the link's
+        tag_set (`_link_has_tag`). Only for the `updated_at` order without filters that would
+        make most links fail the check (NOT_IN_TAG_ORDER). False when there is no single
+        required tag (`tags` with several names and no `tags_all`)."""
+        wanted = set(any_names) | set(all_names)
+        must = sorted(set(all_names) | (set(any_names) if len(set(any_names)) == 1 else set()))
+        if not must:
+            return False
+        ids = dict(self.session.execute(
+            select(Tag.name, Tag.id).where(Tag.project_id == self.project_id, Tag.name.in_(sorted(wanted)))
+        ).tuples().all())
+        any_ids = [ids[name] for name in sorted(set(any_names)) if name in ids]
+        if any(name not in ids for name in must) or (any_names and not any_ids):
+            self.add(false())
+            return True
+        if len(set(any_names)) > 1:
+            self.link_terms.append(self._link_has_tag(any_ids))
+        driver = must[0]
+        if len(must) > 1:
+            driver = min(must, key=lambda name: self._recent_density(ids[name], ascending))
+        for name in must:
+            if name != driver:
+                self.link_terms.append(self._link_has_tag([ids[name]]))
+        self.tag_driver = ids[driver]
+        return True
+
     def no_tags(self, names: list[str]) -> None:
         ids = self.tag_ids(names)
-        if ids:
+        if ids and self.tag_driver is not None:
+            self.link_terms.append(self._link_has_tag(ids, negate=True))
+        elif ids:
             self.add(~_has_tag(ids))
 
     # -- text search -------------------------------------------------------------------------
 
     def search(self, term: str) -> None:
-        """Customer name/email, email subject or any live message contains `term` (any case)."""
+        """Customer name/email, email subject or any live message contains `term` (any case).
+
+        A term with trigrams is looked up once in the text indexes (FTS5 trigram tables on
+        SQLite, pg_trgm GIN indexes on PostgreSQL): when at most SELECTIVE_CANDIDATES tickets
+        match, their keys are handed to the page and the count as one array parameter, so
+        neither evaluates the text match again. More matches (a common word) and terms too
+        short for trigrams are answered by probing each ticket in list order."""
         pattern = _like_pattern(term)
         if self.dialect == "sqlite" and len(term) >= 3:
-            # FTS5 trigram tables answer a quoted phrase as a case-insensitive substring match.
-            phrase = '"' + term.replace('"', '""') + '"'
-            in_tickets = text("SELECT rowid FROM ticket_fts WHERE ticket_fts MATCH :q").bindparams(q=phrase)
-            in_messages = text("SELECT rowid FROM message_fts WHERE message_fts MATCH :q2").bindparams(q2=phrase)
-            probe = self._fts_count("ticket_fts", phrase) + self._fts_count("message_fts", phrase)
-            if probe <= SELECTIVE_CANDIDATES:
-                # Two IN terms SQLite answers with a multi-index OR: ticket matches by rowid,
-                # message matches by ticket id (through the id probe index).
-                self.add(or_(
-                    literal_column("tickets.rowid").in_(in_tickets),
-                    Ticket.id.in_(select(Message.ticket_id).where(
-                        literal_column("messages.rowid").in_(in_messages), Message.deleted_at.is_(None)
-                    )),
+            rowids = self._fts_candidates(term)
+            if rowids is not None:
+                # One JSON array parameter, read by json_each: ticket rows found by rowid.
+                self.add(literal_column("tickets.rowid").in_(
+                    select(literal_column("value")).select_from(func.json_each(json.dumps(rowids)))
                 ))
                 return
             # A common term: probe each ticket in list order (SQLite's LIKE ignores ASCII case).
             self.add(self._probe_clause(pattern, like=lambda col: col.like(pattern, escape="\\")))
             return
+        if self.dialect == "postgresql" and len(term) >= 3:
+            ids = self._trigram_candidates(pattern)
+            if ids is not None:
+                self.add_ids(ids)
+                return
+        # Short terms (no trigram to look up) and common terms: probe each ticket in list order.
+        self.add(self._probe_clause(pattern, like=lambda col: col.ilike(pattern, escape="\\")))
+
+    def _fts_candidates(self, term: str) -> list[int] | None:
+        """Rowids of the tickets whose name/email/subject or a live message contains `term`
+        (FTS5 trigram tables answer a quoted phrase as a case-insensitive substring match);
+        None when more than SELECTIVE_CANDIDATES match."""
+        phrase = '"' + term.replace('"', '""') + '"'
+        limit = SELECTIVE_CANDIDATES + 1
+        found = set(self.session.scalars(
+            text("SELECT rowid FROM ticket_fts WHERE ticket_fts MATCH :q LIMIT :n"), {"q": phrase, "n": limit}
+        ))
+        if len(found) > SELECTIVE_CANDIDATES:
+            return None
+        messages = list(self.session.scalars(
+            text("SELECT rowid FROM message_fts WHERE message_fts MATCH :q LIMIT :n"), {"q": phrase, "n": limit}
+        ))
+        if len(found) + len(messages) > SELECTIVE_CANDIDATES:  # before reading any message row
+            return None
+        if messages:
+            found.update(self.session.scalars(text(
+                "SELECT t.rowid FROM messages m JOIN tickets t ON t.id = m.ticket_id "
+                "WHERE m.rowid IN (SELECT value FROM json_each(:rowids)) AND m.deleted_at IS NULL"
+            ), {"rowids": json.dumps(messages)}))
+        return sorted(found)
+
+    def _trigram_candidates(self, pattern: str) -> list[str] | None:
+        """Ids of the tickets whose name/email/subject (a BitmapOr over three GIN indexes) or a
+        live message matches; None when more than SELECTIVE_CANDIDATES match."""
+        limit = SELECTIVE_CANDIDATES + 1
         ticket_match = or_(
             Ticket.customer_name.ilike(pattern, escape="\\"),
             Ticket.customer_email.ilike(pattern, escape="\\"),
             Ticket.email_subject.ilike(pattern, escape="\\"),
         )
-        in_tickets = select(Ticket.id).where(Ticket.project_id == self.project_id, ticket_match)
-        in_messages = select(Message.ticket_id).where(
-            Message.project_id == self.project_id,
-            Message.content.ilike(pattern, escape="\\"),
+        # As text: the ids only travel back to the server as one array literal.
+        found = set(self.session.scalars(
+            select(cast(Ticket.id, String)).where(Ticket.project_id == self.project_id, ticket_match).limit(limit)
+        ))
+        if len(found) > SELECTIVE_CANDIDATES:
+            return None
+        found.update(self.session.scalars(select(cast(Message.ticket_id, String)).where(
+            Message.project_id == self.project_id, Message.content.ilike(pattern, escape="\\"),
             Message.deleted_at.is_(None),
-        )
-        if self.dialect == "postgresql" and len(term) >= 3:
-            # pg_trgm GIN indexes serve each branch (a BitmapOr over the three ticket columns).
-            probe = _bounded_count(self.session, in_tickets, SELECTIVE_CANDIDATES) + _bounded_count(
-                self.session, in_messages, SELECTIVE_CANDIDATES
-            )
-            if probe <= SELECTIVE_CANDIDATES:
-                self.add_candidates(union(in_tickets, in_messages))
-                return
-        # Short terms (no trigram to look up) and common terms: probe each ticket in list order.
-        self.add(self._probe_clause(pattern, like=lambda col: col.ilike(pattern, escape="\\")))
-
-    def _fts_count(self, table: str, phrase: str) -> int:
-        sql = f"SELECT count(*) FROM (SELECT rowid FROM {table} WHERE {table} MATCH :q LIMIT :n)"
-        return int(self.session.execute(text(sql), {"q": phrase, "n": SELECTIVE_CANDIDATES + 1}).scalar() or 0)
+        ).limit(limit)))
+        return sorted(found) if len(found) <= SELECTIVE_CANDIDATES else None
 
     @staticmethod
     def _probe_clause(pattern: str, like: Any) -> Any:
@@ -313,9 +434,12 @@ class _Builder:
         )
 
     def build(self) -> ListQuery:
+        if self.tag_driver is not None:
+            return self._build_from_links()
         page = select(Ticket).where(*self.where, *self.page_only)
         if self.count_join is None:
-            count = select(Ticket.id).where(*self.where)
+            # `SELECT 1`: any index that answers the filters answers the count without rows.
+            count = select(literal_column("1")).select_from(Ticket).where(*self.where)
         else:
             # Driven from ticket_tags: stops after COUNT_CAP matching tickets, however common the tag.
             count = (
@@ -415,15 +539,32 @@ def build_list_query(
             b.search(term)
 
     any_tags = [t.lower() for t in split_list(params.get("tags"))]
-    if any_tags:
-        b.any_tags(any_tags)
     all_tags = [t.lower() for t in split_list(params.get("tags_all"))]
-    if all_tags:
-        b.all_tags(all_tags)
+    in_list_order = _by_updated_at(params.get("order_by")) and not any(params.get(k) for k in NOT_IN_TAG_ORDER)
+    ascending = params.get("order_by") == "updated_at"
+    if not (in_list_order and b.tags_in_list_order(any_tags, all_tags, ascending)):
+        if any_tags:
+            b.any_tags(any_tags)
+        if all_tags:
+            b.all_tags(all_tags)
     exclude = [t.lower() for t in split_list(params.get("tags_exclude"))]
     if exclude:
         b.no_tags(exclude)
     return b.build()
+
+
+# Filters that, next to a tag, may leave few of the tag's tickets: with them the planner picks
+# the driving index (the filter's or the tag's links) as before. `status` stays: the probe
+# index answers it, and a page of the rarest status (5 %) probes ~2,000 links.
+NOT_IN_TAG_ORDER = ("priority", "assignee", "channel_source", "channel_detail", "distinct_ids", "emails",
+                    "date_from", "date_to", "sla", "snoozed", "search")
+TAG_LIST_ORDER = "ticket_tags"
+DENSITY_PROBE = 100
+
+
+def _by_updated_at(order_by: Any) -> bool:
+    field = str(order_by or "-updated_at").lstrip("-")
+    return field == "updated_at" or field not in ORDERINGS
 
 
 def build_query(
@@ -453,22 +594,139 @@ def order_clauses(order_by: Any, table: Any = None) -> list[Any]:
 
 
 TICKET_COLUMNS = tuple(Ticket.__table__.columns)
+# What a list item embeds besides the ticket's own columns, as extra labelled columns of the
+# page's rows (read by api.schemas.ticket_rows_out).
+EMBED_USER = ("embed_user_uuid", "embed_user_first_name", "embed_user_last_name", "embed_user_email")
+EMBED_PERSON = ("embed_person_id", "embed_person_name", "embed_person_email", "embed_person_properties",
+                "embed_person_is_identified", "embed_person_created_at", "embed_person_distinct_ids")
 
 
-def page_query(session: Session, page: Select[Any], order_by: Any, limit: int, offset: int) -> Select[Any]:
+def _collect(sqlite: bool, column: Any) -> Any:
+    """An aggregate that hands back a Python list: json_group_array on SQLite (JSON text the
+    JSON type decodes), array_agg on PostgreSQL (None for no rows)."""
+    if sqlite:
+        return type_coerce(func.json_group_array(column), JSON)
+    return type_coerce(func.array_agg(column), postgresql.ARRAY(String))
+
+
+_EMBEDDED: dict[str, tuple[Any, Select[Any]]] = {}
+
+
+def embedded_select(session: Session) -> tuple[Any, Select[Any]]:
+    """`_embedded_select` for the session's database, built once: constructing this statement
+    cost more than running it (SQLAlchemy statements are immutable, so one serves every thread)."""
+    dialect = session.get_bind().dialect.name
+    built = _EMBEDDED.get(dialect)
+    if built is None:
+        built = _EMBEDDED[dialect] = _embedded_select(dialect == "sqlite")
+    return built
+
+
+def _embedded_select(sqlite: bool) -> tuple[Any, Select[Any]]:
+    """Tickets (aliased `page`) with everything a list item shows, in one statement: the
+    assignee user or role (left joins), the tag names and the person with all of its distinct
+    ids (correlated subqueries over their indexes). Returns (page alias, SELECT without WHERE).
+
+    One statement instead of a query per embedded object: the database does ~5 index look-ups
+    per ticket (for a page of 100, ~0.4 ms on SQLite and ~1.5 ms on PostgreSQL at 1M tickets),
+    and no ORM objects or per-query round trips are made. A ticket's person is the one behind
+    its distinct id, or, for a ticket without one (email), the oldest person with its email."""
+    page = Ticket.__table__.alias("page")
+    user = User.__table__.alias("assignee_user")
+    role = Role.__table__.alias("assignee_role")
+    person = Person.__table__.alias("person")
+    link, tag = TicketTag.__table__.alias("link"), Tag.__table__.alias("tag")
+    by_distinct_id = PersonDistinctId.__table__.alias("by_distinct_id")
+    by_email = Person.__table__.alias("by_email")
+    aliases = PersonDistinctId.__table__.alias("alias")
+    tag_names = (
+        select(_collect(sqlite, tag.c.name))
+        .select_from(link.join(tag, tag.c.id == link.c.tag_id))
+        .where(link.c.ticket_id == page.c.id)
+        .scalar_subquery()
+    )
+    person_id = case(
+        (
+            or_(page.c.distinct_id.is_(None), page.c.distinct_id == ""),
+            select(by_email.c.id)
+            .where(by_email.c.project_id == page.c.project_id, page.c.customer_email != "",
+                   by_email.c.email == func.lower(page.c.customer_email))
+            .order_by(by_email.c.created_at, by_email.c.id)
+            .limit(1)
+            .scalar_subquery(),
+        ),
+        else_=select(by_distinct_id.c.person_id)
+        .where(by_distinct_id.c.project_id == page.c.project_id, by_distinct_id.c.distinct_id == page.c.distinct_id)
+        .scalar_subquery(),
+    )
+    distinct_ids = select(_collect(sqlite, aliases.c.distinct_id)).where(aliases.c.person_id == person.c.id)
+    columns = [
+        *page.columns,
+        *(user.c[name[len("embed_user_"):]].label(name) for name in EMBED_USER),
+        role.c.name.label("embed_role_name"),
+        tag_names.label("embed_tags"),
+        *(person.c[name[len("embed_person_"):]].label(name) for name in EMBED_PERSON[:-1]),
+        distinct_ids.scalar_subquery().label("embed_person_distinct_ids"),
+    ]
+    joined = (
+        page.outerjoin(user, user.c.id == page.c.assignee_user_id)
+        .outerjoin(role, role.c.id == page.c.assignee_role_id)
+        .outerjoin(person, person.c.id == person_id)
+    )
+    return page, select(*columns).select_from(joined)
+
+
+def page_query(session: Session, page: Select[Any], order_by: Any, limit: int, offset: int,
+               count: Select[Any] | None = None) -> Select[Any]:
     """The page as a deferred join: find the page's keys first (an index-only walk where the
-    indexes allow, sorting narrow rows otherwise), then read those rows whole. Sorting or
-    skipping thousands of wide ticket rows is what makes a naive page slow."""
+    indexes allow, sorting narrow rows otherwise), then read those rows whole, with what each
+    list item embeds (`embedded_select`). Sorting or skipping thousands of wide ticket rows is
+    what makes a naive page slow.
+
+    With `count` (ListQuery.count), every row also carries `embed_count`: how many rows the
+    count query returns, reading at most COUNT_CAP of them (an uncorrelated subquery, which
+    both databases run once), so the list needs no second statement for its count."""
     sqlite = session.get_bind().dialect.name == "sqlite"
     inner_key = literal_column("tickets.rowid") if sqlite else Ticket.id
-    keys = page.with_only_columns(inner_key).order_by(*order_clauses(order_by)).limit(limit).offset(offset)
-    outer = Ticket.__table__.alias("page")
+    options = page.get_execution_options()
+    # A tag-driven page (tags_in_list_order) walks the tag's links in their copy of the order;
+    # one without ticket filters reads no ticket until the page's own.
+    by_links = TicketTag.__table__ if options.get("list_order") == TAG_LIST_ORDER else None
+    outer, query = embedded_select(session)
     outer_key = literal_column("page.rowid") if sqlite else outer.c.id
-    return select(*outer.columns).where(outer_key.in_(keys)).order_by(*order_clauses(order_by, outer))
+    if options.get("list_project") is not None:
+        inner_key, outer_key = TicketTag.ticket_id, outer.c.id
+        query = query.where(outer.c.project_id == options["list_project"])
+    inner_order = _link_order(order_by) if by_links is not None else order_clauses(order_by)
+    keys = page.with_only_columns(inner_key).order_by(*inner_order).limit(limit).offset(offset)
+    if count is not None:
+        counted = select(func.count()).select_from(count.order_by(None).limit(COUNT_CAP).subquery())
+        query = query.add_columns(counted.scalar_subquery().label("embed_count"))
+    return query.where(outer_key.in_(keys)).order_by(*order_clauses(order_by, outer))
 
 
-def _page_rows(session: Session, page: Select[Any], order_by: Any, limit: int, offset: int) -> list[Any]:
-    return list(session.execute(page_query(session, page, order_by, limit, offset)).all())
+def embedded_rows(session: Session, ticket_ids: list[uuid.UUID]) -> list[Any]:
+    """These tickets as list rows (`embedded_select`), in the order given; unknown ids are skipped."""
+    if not ticket_ids:
+        return []
+    outer, query = embedded_select(session)
+    found = {row.id: row for row in session.execute(query.where(outer.c.id.in_(ticket_ids)))}
+    return [found[i] for i in ticket_ids if i in found]
+
+
+def _link_order(order_by: Any) -> list[Any]:
+    """The list order on ticket_tags' copy of it, led by deleted_at (NULL on every live link):
+    PostgreSQL does not count `deleted_at IS NULL` as fixing the column, so without it the
+    order would not match ix_ticket_tags_tag_order and the tag's links would be sorted."""
+    clauses = order_clauses(order_by, TicketTag.__table__)
+    descending = str(order_by or "-updated_at") != "updated_at"
+    deleted = TicketTag.deleted_at
+    return [deleted.desc() if descending else deleted.asc(), *clauses]
+
+
+def _page_rows(session: Session, page: Select[Any], order_by: Any, limit: int, offset: int,
+               count: Select[Any] | None = None) -> list[Any]:
+    return list(session.execute(page_query(session, page, order_by, limit, offset, count)).all())
 
 
 def list_tickets(
@@ -483,13 +741,14 @@ def list_tickets(
     limit = _parse_limit(params.get("limit"), DEFAULT_LIMIT, MAX_LIMIT, "limit")
     offset = _parse_limit(params.get("offset"), 0, 10**9, "offset")
     query = build_list_query(session=session, project_id=project_id, params=params, user_id=user_id)
-    rows = _page_rows(session, query.page, params.get("order_by"), limit + 1, offset)
+    rows = _page_rows(session, query.page, params.get("order_by"), limit + 1, offset, query.count)
     has_more = len(rows) > limit
     rows = rows[:limit]
     if not has_more and (rows or offset == 0):
         count = offset + len(rows)
     else:
-        count = _bounded_count(session, query.count.order_by(None), COUNT_CAP - 1)
+        # Counted by the page's own statement; a page past the end has no row to carry it.
+        count = rows[0].embed_count if rows else _bounded_count(session, query.count.order_by(None), COUNT_CAP - 1)
         # Past the cap a deep page still never reports fewer tickets than it has shown.
         count = max(min(count, COUNT_CAP), offset + len(rows) + int(has_more) if rows else 0)
     return TicketPage(count=count, tickets=rows, has_more=has_more), limit, offset

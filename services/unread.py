@@ -1,5 +1,8 @@
 """The team's unread count: cached 30 s per project, invalidated after any commit that changes it.
 
+The count itself is kept by database triggers in `unread_counters` (models/unread.py), so a
+cache miss reads a few rows rather than summing every unread ticket.
+
 Invalidation bumps a per-project generation number as well as deleting the cached value, and
 a cached value is only used while its generation is current. Without the generation, a reader
 that computed the sum just before a change committed could store the old sum after the change
@@ -14,7 +17,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from core.cache import get_cache
-from models import Ticket
+from models import UnreadCounter
 
 TTL_SECONDS = 30
 GENERATION_TTL_SECONDS = 7 * 24 * 3600
@@ -60,14 +63,11 @@ def unread_count(*, session: Session, project_id: int) -> int:
     cached: Any = cache.get(_key(project_id))
     if isinstance(cached, dict) and cached.get("generation") == generation:
         return int(cached["count"])
+    # The triggers of migration 0007_unread_counters keep the sum: a few rows, however many
+    # tickets are unread.
     total = int(
         session.scalar(
-            select(func.coalesce(func.sum(Ticket.unread_team_count), 0)).where(
-                Ticket.project_id == project_id,
-                Ticket.unread_team_count > 0,
-                Ticket.deleted_at.is_(None),
-                Ticket.status != "resolved",
-            )
+            select(func.coalesce(func.sum(UnreadCounter.total), 0)).where(UnreadCounter.project_id == project_id)
         )
         or 0
     )

@@ -16,12 +16,12 @@ import dramatiq
 
 from channels.base import DeliveryResult, DeliveryStatus
 from channels.errors import ChannelNotConfiguredError
-from channels.registry import get_spec
 from core.db import session_scope
-from services import edits, integrations, pacing
+from services import edits, integrations
 from workers import broker as _broker  # noqa: F401  (sets the broker before the actor exists)
 from workers import metrics
 from workers.broker import WORKER_ID
+from workers.outbound import come_back_in, reserve_slot
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,14 @@ def _attempt_edit(claim: edits.EditClaim) -> DeliveryResult | float:
     if not callable(edit):
         return DeliveryResult(DeliveryStatus.FAILED, error_code="not_supported_by_channel",
                               error_detail=f"{claim.channel} cannot edit a posted message")
-    spec = get_spec(claim.channel)
-    if spec is not None and spec.rate_per_second:
-        # An edit counts against the same vendor limits as a post (GitHub: content-creating).
-        keyer = getattr(adapter, "rate_limit_key", None)
-        key = str(keyer(claim.reply)) if callable(keyer) else f"{claim.channel}:{claim.project_id}"
-        slot = pacing.reserve(key, spec.rate_per_second)
-        if not slot.granted:
-            return slot.wait
-        if slot.wait > 0:
-            time.sleep(slot.wait)
+    # An edit counts against the same vendor limits as a post (GitHub: content-creating).
+    keyer = getattr(adapter, "rate_limit_key", None)
+    key = str(keyer(claim.reply)) if callable(keyer) else f"{claim.channel}:{claim.project_id}"
+    slot = reserve_slot(adapter, claim.channel, claim.reply, key, booking=f"edit:{claim.message_id}")
+    if slot is not None and not slot.granted:
+        return come_back_in(slot)
+    if slot is not None and slot.wait > 0:
+        time.sleep(slot.wait)
     try:
         result: DeliveryResult = edit(claim.reply, claim.external_id)
     except Exception as exc:  # an adapter bug must not leave the edit leased until it expires

@@ -7,8 +7,9 @@ import time
 import uuid
 
 import dramatiq
+from dramatiq.brokers.stub import StubBroker
 
-from channels.base import ChannelAdapter, DeliveryResult, DeliveryStatus
+from channels.base import ChannelAdapter, DeliveryResult, DeliveryStatus, OutboundReply
 from channels.errors import ChannelNotConfiguredError
 from channels.registry import get_spec
 from core.db import session_scope
@@ -30,6 +31,13 @@ def outbound_adapter(claim: Claim) -> ChannelAdapter:
     return integrations.adapter_for(project_id=project_id, channel=claim.channel)
 
 
+# A booked slot: come back this long before it and sleep the rest. A delayed broker message
+# may arrive late (a busy machine, a worker restarting); a booked slot missed by more than a
+# little is given back and the delivery paced anew (services/pacing.py), so the lead is
+# generous; the cost is a worker thread asleep for about this long per paced delivery.
+BOOKING_LEAD_SECONDS = 1.0
+
+
 def _pacing_key(adapter: ChannelAdapter, claim: Claim) -> str:
     keyer = getattr(adapter, "rate_limit_key", None)
     if callable(keyer):
@@ -38,6 +46,39 @@ def _pacing_key(adapter: ChannelAdapter, claim: Claim) -> str:
         except TypeError:
             pass
     return f"{claim.channel}:{claim.reply.metadata['project_id']}:{claim.reply.ticket_id}"
+
+
+def reserve_slot(adapter: ChannelAdapter, channel: str, reply: OutboundReply, key: str, *,
+                 booking: str) -> pacing.Slot | None:
+    """A pacing slot for one post or edit to the vendor, or None when the channel is unpaced.
+
+    The windows are the adapter's when it has its own (`rate_windows`: GitHub Enterprise
+    Server settings; () = unpaced), else the channel's published ones (`ChannelSpec`), plus
+    any bucket the reply also counts in (`shared_rate_limits`: Teams' per-tenant limit).
+    `booking` (the delivery) holds a slot further out than the pacer's max_wait for the
+    caller, so a backlog is handed out in order instead of retrying all at once.
+    """
+    if channel == "email":
+        # Email paces per config (`email:<config id>` at its send_rate_per_minute / 60): the adapter says so.
+        rate = getattr(adapter, "rate_per_second", None)
+        return pacing.reserve(key, rate) if rate else None
+    windows = getattr(adapter, "rate_windows", None)
+    if windows is None:
+        spec = get_spec(channel)
+        windows = spec.rate_windows if spec is not None else None
+    if not windows:
+        return None
+    buckets: list[pacing.Bucket] = [(key, windows)]
+    shared = getattr(adapter, "shared_rate_limits", None)
+    if callable(shared):
+        buckets += list(shared(reply))
+    return pacing.reserve_buckets(buckets, booking=booking, margin=pacing.VENDOR_MARGIN_SECONDS)
+
+
+def come_back_in(slot: pacing.Slot) -> float:
+    """Seconds to put a paced delivery aside: until shortly before its booked slot, or until
+    the earliest slot when none could be booked (email's single rate)."""
+    return max(0.0, slot.wait - BOOKING_LEAD_SECONDS) if slot.booked else slot.wait
 
 
 def run_delivery(delivery_id: uuid.UUID) -> DeliveryResult | None:
@@ -61,19 +102,16 @@ def run_delivery(delivery_id: uuid.UUID) -> DeliveryResult | None:
                 result = DeliveryResult(DeliveryStatus.RETRYABLE, error_code="unknown",
                                         error_detail="could not check whether the last attempt landed")
         if result is None:
-            spec = get_spec(claim.channel)
-            # Email paces per config (`email:<config id>` at its send_rate_per_minute / 60): the adapter says so.
-            rate = getattr(adapter, "rate_per_second", None) if claim.channel == "email" else (
-                spec.rate_per_second if spec is not None else None)
-            if rate:
-                slot = pacing.reserve(_pacing_key(adapter, claim), rate)
-                if not slot.granted:
-                    with session_scope() as session:
-                        deliveries.defer(session=session, delivery_id=delivery_id, seconds=slot.wait)
-                    deliver.send_with_options(args=(str(delivery_id),), delay=int(slot.wait * 1000) + 1)
-                    return None
-                if slot.wait > 0:
-                    time.sleep(slot.wait)
+            slot = reserve_slot(adapter, claim.channel, claim.reply, _pacing_key(adapter, claim),
+                                booking=str(delivery_id))
+            if slot is not None and not slot.granted:
+                seconds = come_back_in(slot)
+                with session_scope() as session:
+                    deliveries.defer(session=session, delivery_id=delivery_id, seconds=seconds)
+                _paced_actor().send_with_options(args=(str(delivery_id),), delay=int(seconds * 1000) + 1)
+                return None
+            if slot is not None and slot.wait > 0:
+                time.sleep(slot.wait)
             try:
                 result = adapter.deliver(claim.reply)
             except Exception as exc:  # an adapter bug must not leave the delivery in limbo
@@ -91,3 +129,20 @@ def run_delivery(delivery_id: uuid.UUID) -> DeliveryResult | None:
 @dramatiq.actor(queue_name="outbound", max_retries=0)
 def deliver(delivery_id: str) -> None:
     run_delivery(uuid.UUID(delivery_id))
+
+
+@dramatiq.actor(queue_name="outbound_paced", max_retries=0, priority=-10)
+def deliver_paced(delivery_id: str) -> None:
+    """A delivery pacing put aside, due again shortly before its booked slot.
+
+    Dramatiq moves a delayed message that falls due to the *tail* of its queue: behind a
+    backlog of first attempts in "outbound" it would miss its slot, and the slot would go
+    unused. So paced re-sends have their own (short) queue and jump ahead of messages a
+    worker has already prefetched (a lower number is a higher priority).
+    """
+    run_delivery(uuid.UUID(delivery_id))
+
+
+def _paced_actor() -> dramatiq.Actor[[str], None]:
+    # The embedded broker (one process, tests draining "outbound") keeps a single queue.
+    return deliver if isinstance(_broker.broker, StubBroker) else deliver_paced

@@ -32,6 +32,7 @@ from channels.base import (
     RawResponse,
 )
 from channels.email import outbound, signature
+from channels.email.addresses import unicode_domain
 from channels.email.loops import OWN_MESSAGE_HEADER
 from channels.email.parse import ParsedEmail, decode_bytes, message_id_of, normalize_message_id, parse_email
 from channels.errors import DeliveryError, MalformedPayloadError, PermanentDeliveryError
@@ -108,7 +109,8 @@ def ticket_token(parsed: ParsedEmail, inbound_address: str | None = None) -> tup
         candidates.extend(parsed.headers.get(name, []))
     wanted = None
     if inbound_address and "@" in inbound_address:
-        local, _, domain = inbound_address.lower().partition("@")
+        # Compared with IDN domains in Unicode, as parse_email reports recipients.
+        local, _, domain = unicode_domain(inbound_address.lower()).partition("@")
         wanted = (local.partition("+")[0], domain)
     for candidate in candidates:
         address = candidate.strip().strip("<>")

@@ -6,6 +6,13 @@ a duplicate after an unknown outcome both rely on it. The body is the agent's ma
 text/plain part and the same markdown rendered to HTML (markdown-it-py, raw HTML disabled, so
 whatever the agent typed is escaped).
 
+Internationalised addresses (RFC 6530): a domain is sent in its IDNA ASCII form whenever the
+local part is ASCII, which any server accepts; a non-ASCII local part needs SMTPUTF8 (RFC 6531).
+When the server does not offer it, a customer (To) with such an address fails permanently with
+`smtputf8_unsupported`, and a Cc participant with one is left out of that mail (the customer
+still gets it, as when a server refuses a Cc). Mail that ends up 7-bit also leaves out
+Message-IDs holding UTF-8 (from a customer's SMTPUTF8 mail): a 7-bit header cannot carry them.
+
 SMTP outcomes map to the delivery policy: connection errors, timeouts and 4xx answers are
 RETRYABLE (RFC 5321 §4.2.1: 4yz is a transient negative completion), 5xx answers are FAILED
 with the server's text as `error_detail`. SMTP has no Retry-After, so `retry_after` stays None
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import re
 import ssl
 from collections.abc import Coroutine, Sequence
@@ -30,6 +38,7 @@ import aiosmtplib
 from markdown_it import MarkdownIt
 
 from channels.base import Attachment, DeliveryResult
+from channels.email.addresses import transport_form, unicode_domain
 from channels.email.loops import OWN_MESSAGE_HEADER
 from channels.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 
@@ -37,6 +46,7 @@ if TYPE_CHECKING:
     from channels.email.adapter import EmailConfig
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Reply prefixes of common clients: English, German (AW), Nordic (SV, VS), Dutch (Antw),
 # Polish (Odp), Italian (Rif), Portuguese (Res), Chinese. "Re[2]:" counts too.
@@ -57,6 +67,8 @@ def reply_subject(subject: str | None) -> str:
 def make_message_id(delivery_id: str, from_email: str) -> str:
     """`<delivery-id@domain-of-from>`: ours, stable across retries of one delivery."""
     domain = from_email.rpartition("@")[2].strip().lower() or "ticketwire.invalid"
+    if not domain.isascii():  # an IDN from-domain: its ASCII form keeps the id 7-bit
+        domain = transport_form(f"x@{domain}")[0].rpartition("@")[2]
     local = re.sub(r"[^A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]", "-", delivery_id) or "delivery"
     return f"<{local}@{domain}>"
 
@@ -88,11 +100,18 @@ def _address_list(values: str | Sequence[str] | None) -> list[str]:
         return []
     items = [values] if isinstance(values, str) else list(values)
     result: list[str] = []
+    seen: set[str] = set()
     for _, address in getaddresses([_one_line(v) for v in items if v]):
         address = address.strip()
-        if "@" in address and address.lower() not in {a.lower() for a in result}:
+        if "@" in address and _same(address) not in seen:
+            seen.add(_same(address))
             result.append(address)
     return result
+
+
+def _same(address: str) -> str:
+    """The comparison key of an address: `jose@xn--exmple-cua.com` is `jose@exämple.com`."""
+    return unicode_domain(address).lower()
 
 
 def _ids(values: str | Sequence[str] | None) -> list[str]:
@@ -130,15 +149,13 @@ def build_reply_mime(
     recipients = _address_list(to)
     if not recipients:
         raise PermanentDeliveryError("missing_recipient", "the ticket has no customer email address")
-    own = from_email.lower()
-    cc_list = [
-        a for a in _address_list(cc) if a.lower() != own and a.lower() not in {r.lower() for r in recipients}
-    ]
+    own = _same(from_email)
+    cc_list = [a for a in _address_list(cc) if _same(a) != own and _same(a) not in {_same(r) for r in recipients}]
     message = EmailMessage()
-    message["From"] = Address(display_name=_one_line(from_name), addr_spec=from_email)
-    message["To"] = ", ".join(recipients)
+    message["From"] = Address(display_name=_one_line(from_name), addr_spec=transport_form(from_email)[0])
+    message["To"] = ", ".join(transport_form(a)[0] for a in recipients)
     if cc_list:
-        message["Cc"] = ", ".join(cc_list)
+        message["Cc"] = ", ".join(transport_form(a)[0] for a in cc_list)
     if reply_to:
         message["Reply-To"] = _one_line(reply_to)
     message["Subject"] = reply_subject(subject) if is_reply else (_one_line(subject) or "(no subject)")
@@ -161,15 +178,29 @@ def build_reply_mime(
     for attachment in attachments:
         if attachment.content is None:
             continue
-        maintype, _, subtype = (attachment.content_type or "application/octet-stream").partition("/")
-        extra: dict[str, Any] = {"filename": attachment.filename or "attachment"}
+        maintype, subtype = attachment_type(attachment.content_type)
+        # A non-ASCII file name goes out as an RFC 2231 parameter (`filename*=utf-8''K%C3%A4se.pdf`),
+        # or as raw UTF-8 when the mail travels with SMTPUTF8 (RFC 6532).
+        extra: dict[str, Any] = {"filename": _one_line(attachment.filename) or "attachment"}
         if attachment.content_id:
             extra["cid"] = f"<{attachment.content_id.strip('<>')}>"
             extra["disposition"] = "inline"
-        message.add_attachment(
-            attachment.content, maintype=maintype, subtype=subtype or "octet-stream", **extra
-        )
+        message.add_attachment(attachment.content, maintype=maintype, subtype=subtype, **extra)
     return message
+
+
+_MIME_TOKEN = re.compile(r"^[A-Za-z0-9!#$&^_.+-]{1,127}$")  # RFC 6838 §4.2 type and subtype names
+
+
+def attachment_type(content_type: str | None) -> tuple[str, str]:
+    """(maintype, subtype) to send a file as. multipart/* and message/* parts cannot be
+    base64-encoded (RFC 2046 §5.1, §5.2.1: only 7bit, 8bit or binary), so such files, and
+    anything that is not `type/subtype`, travel as application/octet-stream."""
+    maintype, _, subtype = (content_type or "").strip().lower().partition("/")
+    subtype = subtype.partition(";")[0].strip()
+    if not (_MIME_TOKEN.match(maintype) and _MIME_TOKEN.match(subtype)) or maintype in ("multipart", "message"):
+        return "application", "octet-stream"
+    return maintype, subtype
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -230,11 +261,64 @@ def _recipients(message: EmailMessage) -> list[str]:
     return [address for _, address in getaddresses(values) if "@" in address]
 
 
+async def _fit_to_server(smtp: aiosmtplib.SMTP, config: EmailConfig, message: EmailMessage) -> str:
+    """Make `message` sendable by this server (see the module docstring on SMTPUTF8); returns
+    the envelope sender. Raises PermanentDeliveryError when the customer cannot be reached."""
+    sender, sender_utf8 = transport_form(config.from_email)
+    needs_utf8 = sender_utf8 or any(not a.isascii() for a in _recipients(message))
+    if needs_utf8:
+        if smtp.is_ehlo_or_helo_needed:
+            await smtp.ehlo()
+        if smtp.supports_extension("smtputf8"):
+            return sender
+        server = f"{config.smtp_host}:{config.smtp_port}"
+        if sender_utf8:
+            raise PermanentDeliveryError(
+                "smtputf8_unsupported",
+                f"the sending address {config.from_email} has a non-ASCII local part, which needs SMTPUTF8 "
+                f"(RFC 6531), and the SMTP server {server} does not offer it",
+            )
+        customers = [a for name in ("To", "Bcc") for a in _header_addresses(message, name) if not a.isascii()]
+        if customers:
+            raise PermanentDeliveryError(
+                "smtputf8_unsupported",
+                f"{customers[0]} has a non-ASCII local part (an internationalised address, RFC 6531): it can "
+                f"only be reached through a server offering SMTPUTF8, and the SMTP server {server} does not",
+            )
+        kept = [a for a in _header_addresses(message, "Cc") if a.isascii()]
+        log.info("left %d Cc recipient(s) needing SMTPUTF8 out of a mail", len(_header_addresses(message, "Cc")) - len(kept))
+        del message["Cc"]
+        if kept:
+            message["Cc"] = ", ".join(kept)
+    for name in ("In-Reply-To", "References"):
+        # A 7-bit header cannot carry a UTF-8 Message-ID: the email package would write it as an
+        # encoded-word, which no client matches against the id it knows.
+        value = message.get(name)
+        if value is not None and not str(value).isascii():
+            ids = [i for i in _ids(str(value)) if i.isascii()]
+            del message[name]
+            if ids:
+                message[name] = " ".join(ids)
+    return sender
+
+
+def _header_addresses(message: EmailMessage, name: str) -> list[str]:
+    return [a for _, a in getaddresses([str(v) for v in message.get_all(name) or []]) if "@" in a]
+
+
 async def _send_one(smtp: aiosmtplib.SMTP, config: EmailConfig, message: EmailMessage) -> DeliveryResult:
+    try:
+        sender = await _fit_to_server(smtp, config, message)
+    except DeliveryError as error:
+        return DeliveryResult.from_error(error)
+    except aiosmtplib.SMTPResponseException as exc:
+        return DeliveryResult.from_error(_response_error(exc.code, exc.message))
+    except (TimeoutError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+        raise _ConnectionLost(_connection_error(exc)) from exc
     recipients = _recipients(message)
     primary = {a.lower() for _, a in getaddresses([str(v) for v in message.get_all("To") or []])}
     try:
-        refused, _answer = await smtp.send_message(message, sender=config.from_email, recipients=recipients)
+        refused, _answer = await smtp.send_message(message, sender=sender, recipients=recipients)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [r.code for r in exc.recipients]
         detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)

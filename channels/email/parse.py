@@ -33,6 +33,7 @@ from typing import Any
 
 from channels.base import Attachment
 from channels.email import loops
+from channels.email.addresses import unicode_domain
 from channels.email.quotes import display_text as _display_text
 from channels.email.quotes import html_to_text
 
@@ -399,7 +400,9 @@ def _addresses(value: str | None) -> list[tuple[str | None, str]]:
         spec = spec.strip().strip("<>").strip()
         if "@" not in spec or re.search(r"\s", spec):
             continue
-        result.append(((name or "").strip().strip('"').strip() or None, spec))
+        # An IDN domain in its ASCII form (`xn--…`) is shown and compared in Unicode, like the
+        # same domain written in UTF-8 (RFC 6532) by another client of the same customer.
+        result.append(((name or "").strip().strip('"').strip() or None, unicode_domain(spec)))
     return result
 
 
@@ -480,7 +483,11 @@ def message_id_of(raw: bytes) -> tuple[str, bool]:
     for name, value in items:
         if name.lower() == "message-id":
             found = normalize_message_id(_unfold(str(value)))
-            if found and not _has_surrogates(found):
+            if found and _has_surrogates(found):
+                # RFC 6532 §3.2: an SMTPUTF8 client may write UTF-8 in the id (`<m1@例子.广告>`);
+                # other 8-bit bytes give no stable id, and a synthetic one is used instead.
+                found = _try(_to_bytes(found), "utf-8")
+            if found:
                 return found, False
             break
     return _synthetic_message_id([(str(n), str(v)) for n, v in items], body), True

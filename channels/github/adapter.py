@@ -53,6 +53,10 @@ class GitHubConfig:
     installation_id: int | None = None
     # PyGithub takes whole seconds. GitHub itself answers in well under this.
     timeout_seconds: int = 10
+    # GitHub Enterprise Server: the content-creation limits the admins configured, as
+    # (period_seconds, max_operations) windows; None = github.com's published ones
+    # (`outbound.CONTENT_CREATION_LIMITS`), () = not paced (rate limiting turned off).
+    rate_limits: tuple[tuple[float, int], ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.webhook_secret:
@@ -67,6 +71,8 @@ class GitHubConfig:
         for name in self.repositories:
             if name.count("/") != 1 or not all(name.split("/")):
                 raise ChannelNotConfiguredError(f"github repository {name!r} is not owner/repo")
+        if self.rate_limits is not None:
+            _check_rate_limits(self.rate_limits)
 
     @property
     def uses_app_auth(self) -> bool:
@@ -90,9 +96,52 @@ class GitHubConfig:
                 private_key=settings.get("private_key") or None,
                 installation_id=int(installation_id) if installation_id not in (None, "") else None,
                 timeout_seconds=int(settings.get("timeout_seconds") or 10),
+                rate_limits=parse_rate_limits(settings.get("rate_limits")),
             )
         except (TypeError, ValueError) as exc:
             raise ChannelNotConfiguredError(f"github settings are invalid: {exc}") from exc
+
+
+MAX_RATE_WINDOWS = 5
+MAX_RATE_PERIOD_SECONDS = 86_400
+MAX_RATE_OPERATIONS = 100_000
+
+
+def parse_rate_limits(value: Any) -> tuple[tuple[float, int], ...] | None:
+    """The `rate_limits` setting: `[{"period_seconds": 60, "max": 80}, ...]`, or None when unset.
+
+    An empty list turns pacing off (a GitHub Enterprise Server without rate limiting)."""
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple):
+        raise ChannelNotConfiguredError('github rate_limits must be a list of {"period_seconds", "max"} objects')
+    windows = []
+    for item in value:
+        if not isinstance(item, Mapping) or set(item) != {"period_seconds", "max"}:
+            raise ChannelNotConfiguredError(
+                'each github rate_limits entry must be an object with exactly "period_seconds" and "max"'
+            )
+        period, limit = item["period_seconds"], item["max"]
+        if isinstance(period, bool) or not isinstance(period, int | float):
+            raise ChannelNotConfiguredError("github rate_limits period_seconds must be a number")
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise ChannelNotConfiguredError("github rate_limits max must be a whole number")
+        windows.append((float(period), limit))
+    result = tuple(windows)
+    _check_rate_limits(result)
+    return result
+
+
+def _check_rate_limits(windows: tuple[tuple[float, int], ...]) -> None:
+    if len(windows) > MAX_RATE_WINDOWS:
+        raise ChannelNotConfiguredError(f"github rate_limits takes at most {MAX_RATE_WINDOWS} windows")
+    for period, limit in windows:
+        if not 0 < period <= MAX_RATE_PERIOD_SECONDS:
+            raise ChannelNotConfiguredError(
+                f"github rate_limits period_seconds must be above 0 and at most {MAX_RATE_PERIOD_SECONDS}"
+            )
+        if not 1 <= limit <= MAX_RATE_OPERATIONS:
+            raise ChannelNotConfiguredError(f"github rate_limits max must be between 1 and {MAX_RATE_OPERATIONS}")
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -218,7 +267,7 @@ class GitHubAdapter:
         """Post the reply as a comment on the ticket's issue, with the delivery marker."""
         try:
             repo, number = outbound.issue_of(reply.thread)
-            body = outbound.with_marker(reply.text, reply.delivery_id)
+            body = outbound.with_marker(outbound.reply_markdown(reply), reply.delivery_id)
             with outbound.vendor_errors(self._clock):
                 comment = outbound.post_comment(self._github, repo, number, body)
                 return DeliveryResult.delivered(str(comment.id))
@@ -266,16 +315,22 @@ class GitHubAdapter:
             repo, _ = outbound.issue_of(reply.thread)
         except DeliveryError as error:
             return self._failure(error)
-        return self.edit_comment(repo, external_id, reply.text, delivery_id=reply.delivery_id)
+        return self.edit_comment(repo, external_id, outbound.reply_markdown(reply), delivery_id=reply.delivery_id)
 
     def rate_limit_key(self, reply: OutboundReply) -> str:
         """The pacing bucket of a reply: GitHub's content-creation limit is per account.
 
         Every reply of the same token or App installation on the same GitHub host shares
-        the limits in `outbound.CONTENT_CREATION_LIMIT_PER_MINUTE` / `_PER_HOUR`, whatever
-        the repository. The key names the account without revealing the token.
+        the limits in `outbound.CONTENT_CREATION_LIMITS` (or the configured `rate_limits`),
+        whatever the repository. The key names the account without revealing the token.
         """
         return self._pacing_key
+
+    @property
+    def rate_windows(self) -> tuple[tuple[float, int], ...] | None:
+        """The configured content-creation windows (GitHub Enterprise Server), () = unpaced,
+        or None: the delivery worker then uses the channel's published ones (registry)."""
+        return self.config.rate_limits
 
     def _failure(self, error: DeliveryError) -> DeliveryResult:
         if error.code == "bad_credentials":

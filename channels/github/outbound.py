@@ -19,6 +19,7 @@ import requests
 from github import Github, GithubException
 from github.IssueComment import IssueComment
 
+from channels.base import OutboundReply
 from channels.errors import DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 
 # GitHub docs, "Rate limits for the REST API" > "About secondary rate limits": in general no
@@ -26,6 +27,13 @@ from channels.errors import DeliveryError, PermanentDeliveryError, RetryableDeli
 # Creating or editing a comment is content-generating. Pace per `rate_limit_key()`.
 CONTENT_CREATION_LIMIT_PER_MINUTE = 80
 CONTENT_CREATION_LIMIT_PER_HOUR = 500
+# Both at once, as (period_seconds, max_operations) windows: "at most N in any P seconds".
+# GitHub Enterprise Server admins configure their own; the integration's `rate_limits`
+# setting replaces these (`GitHubConfig.rate_limits`).
+CONTENT_CREATION_LIMITS: tuple[tuple[float, int], ...] = (
+    (60.0, CONTENT_CREATION_LIMIT_PER_MINUTE),
+    (3600.0, CONTENT_CREATION_LIMIT_PER_HOUR),
+)
 # Same page, "Exceeding the rate limit": on a secondary limit without `retry-after` or
 # `x-ratelimit-remaining: 0`, "wait for at least one minute before retrying".
 SECONDARY_RATE_LIMIT_MIN_WAIT_SECONDS = 60.0
@@ -50,6 +58,17 @@ def delivery_marker(delivery_id: str) -> str:
 def with_marker(text: str, delivery_id: str) -> str:
     """The comment body: the reply text, then the marker on its own paragraph."""
     return f"{text}\n\n{delivery_marker(delivery_id)}"
+
+
+def reply_markdown(reply: OutboundReply) -> str:
+    """The reply's text with its files as Markdown links after it (an issue comment cannot
+    carry uploads through the REST API)."""
+    links = "\n".join(f"- [{_link_text(a.filename)}]({a.url})" for a in reply.attachments if a.url)
+    return "\n\n".join(part for part in (reply.text, links) if part)
+
+
+def _link_text(filename: str) -> str:
+    return re.sub(r"([\\\[\]])", r"\\\1", filename) or "attachment"
 
 
 def marked_delivery_id(body: str | None) -> str | None:

@@ -21,6 +21,7 @@ from channels.base import (
 from channels.errors import ChannelNotConfiguredError, DeliveryError, MalformedPayloadError
 from channels.slack import inbound, outbound
 from channels.slack.client import DEFAULT_TIMEOUT, SlackClient, build_web_client
+from channels.slack.markup import to_mrkdwn
 from channels.slack.signature import SlackSigner
 
 DEFAULT_API_BASE_URL = "https://slack.com/api/"
@@ -126,7 +127,7 @@ class SlackAdapter:
 
     def edit_message(self, channel: str, ts: str, text: str) -> DeliveryResult:
         """Replace the text of a message the bot posted (used when a team reply is edited)."""
-        return outbound.edit_message(self._client, channel, ts, text)
+        return outbound.edit_message(self._client, channel, ts, to_mrkdwn(text))
 
     def edit_delivered(self, reply: OutboundReply, external_id: str) -> DeliveryResult:
         """Replace the text of a delivered reply: chat.update of the post whose ts is `external_id`."""
@@ -134,4 +135,4 @@ class SlackAdapter:
             _, channel, _ = outbound.thread_of(reply)
         except DeliveryError as exc:
             return DeliveryResult.from_error(exc)
-        return outbound.edit_message(self._client, channel, external_id, reply.text)
+        return outbound.edit_message(self._client, channel, external_id, outbound.reply_text(reply))

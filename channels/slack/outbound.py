@@ -12,7 +12,7 @@ from typing import Any
 from channels.base import DeliveryResult, OutboundReply
 from channels.errors import DeliveryError, PermanentDeliveryError
 from channels.slack.client import SlackClient
-from channels.slack.markup import to_mrkdwn
+from channels.slack.markup import escape, to_mrkdwn
 
 DELIVERY_EVENT_TYPE = "ticketwire_delivery"
 
@@ -45,6 +45,14 @@ def delivery_metadata(delivery_id: str) -> dict[str, Any]:
     return {"event_type": DELIVERY_EVENT_TYPE, "event_payload": {"delivery_id": delivery_id}}
 
 
+def reply_text(reply: OutboundReply) -> str:
+    """The reply as Slack text, its files as links after it (chat.postMessage cannot attach
+    files, and an upload would be a second message without our delivery metadata)."""
+    text = to_mrkdwn(reply.text)
+    links = "\n".join(f"<{a.url}|{escape(a.filename).replace('|', '/')}>" for a in reply.attachments if a.url)
+    return "\n\n".join(part for part in (text, links) if part)
+
+
 def post_reply(client: SlackClient, reply: OutboundReply) -> DeliveryResult:
     """Post the reply in the ticket's thread; DELIVERED with the posted message's ts."""
     try:
@@ -52,7 +60,7 @@ def post_reply(client: SlackClient, reply: OutboundReply) -> DeliveryResult:
         data = client.post_message(
             channel=channel,
             thread_ts=thread_ts,
-            text=to_mrkdwn(reply.text),
+            text=reply_text(reply),
             # Needs the chat:write.customize scope; without it Slack shows the app's name.
             username=reply.author_name or None,
             metadata=delivery_metadata(reply.delivery_id),
@@ -84,9 +92,9 @@ def find_delivery(client: SlackClient, reply: OutboundReply) -> DeliveryResult |
 
 
 def edit_message(client: SlackClient, channel: str, ts: str, text: str) -> DeliveryResult:
-    """Replace the text of a message we posted (chat.update)."""
+    """Replace the text of a message we posted (chat.update); `text` is Slack text already."""
     try:
-        data = client.update_message(channel=channel, ts=ts, text=to_mrkdwn(text))
+        data = client.update_message(channel=channel, ts=ts, text=text)
     except DeliveryError as exc:
         return DeliveryResult.from_error(exc)
     return DeliveryResult.delivered(str(data.get("ts") or ts))

@@ -10,6 +10,7 @@ from typing import Any
 
 from channels.base import (
     DeliveryResult,
+    DeliveryStatus,
     InboundMessage,
     KeyValueCache,
     MemoryCache,
@@ -18,10 +19,11 @@ from channels.base import (
     RawRequest,
     RawResponse,
 )
-from channels.errors import ChannelNotConfiguredError, DeliveryError
+from channels.errors import ChannelNotConfiguredError, DeliveryError, RetryableDeliveryError
 from channels.teams import inbound, outbound
 from channels.teams.auth import DEFAULT_OPENID_METADATA_URL, BotFrameworkTokenVerifier
 from channels.teams.client import (
+    BOT_CONNECTOR_SCOPE,
     BotConnectorClient,
     ClientCredentialsCredential,
     ClientCredentialsTokens,
@@ -29,6 +31,7 @@ from channels.teams.client import (
     GraphUserDirectory,
     build_http_client,
     graph_token_url,
+    require_secure_url,
 )
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,13 @@ DEFAULT_TOKEN_URL = "https://login.microsoftonline.com/botframework.com/oauth2/v
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 # Retries give up after 24 h (SPEC "Delivery"); the marker only has to outlive them.
 DELIVERED_MARKER_TTL = 2 * 24 * 3600.0
+OUTCOME_UNKNOWN_DETAIL = (
+    "could not check whether the previous attempt reached Teams (the worker stopped mid-call or "
+    "Teams did not answer in time, and Teams offers bots no way to read a conversation back): "
+    "look in the Teams thread and press Retry on the message if the reply is not there"
+)
+# httpx timeouts raised before the request left: nothing can have been posted.
+_NOT_SENT_TIMEOUTS = frozenset({"ConnectTimeout", "PoolTimeout"})
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
@@ -116,6 +126,7 @@ class TeamsAdapter:
             cache=self.cache,
             clock=self.clock,
         )
+        self._connector_tokens = connector_tokens
         self._connector = BotConnectorClient(http=self._http, tokens=connector_tokens, clock=self.clock)
         graph_tokens = ClientCredentialsTokens(
             http=self._http,
@@ -169,6 +180,15 @@ class TeamsAdapter:
         try:
             target = outbound.reply_target(reply.thread)
             activity = outbound.build_activity(reply, target, bot_id=self.config.bot_account_id)
+            require_secure_url(target.service_url)
+            # The token first: whatever goes wrong before the post is sent is a known
+            # non-delivery, retried as usual, never an unknown outcome.
+            self._connector_tokens.get(BOT_CONNECTOR_SCOPE)
+        except DeliveryError as exc:
+            if exc.code == "timeout":
+                exc = RetryableDeliveryError("token_timeout", exc.detail)
+            return DeliveryResult.from_error(exc)
+        try:
             if target.root_activity_id:
                 activity_id = self._connector.reply_to_activity(
                     target.service_url, target.conversation_id, target.root_activity_id, activity
@@ -178,6 +198,10 @@ class TeamsAdapter:
                     target.service_url, target.conversation_id, activity
                 )
         except DeliveryError as exc:
+            if exc.code == "timeout" and exc.detail in _NOT_SENT_TIMEOUTS:
+                # Known not sent, retried like a refused connection; a timeout after sending
+                # is an unknown outcome (see find_delivered).
+                exc = RetryableDeliveryError("connection_error", exc.detail)
             return DeliveryResult.from_error(exc)
         self.cache.set(
             self._delivered_key(reply.delivery_id), {"activity_id": activity_id}, DELIVERED_MARKER_TTL
@@ -185,18 +209,23 @@ class TeamsAdapter:
         return DeliveryResult.delivered(activity_id)
 
     def find_delivered(self, reply: OutboundReply) -> DeliveryResult | None:
-        """An earlier successful post of this delivery, as far as this deployment saw it.
+        """Reconcile a delivery whose previous attempt's outcome is unknown.
 
         Teams gives bots no way to list what they posted (the Bot Connector has no "get
         activities" for Teams, and Graph's channel-message reads need the protected
-        `ChannelMessage.Read.All`), and it drops custom data from what it shows. So the
-        marker lives in our own cache: it covers a worker that posted and died before
-        recording the result, not a request whose response was lost in transit.
+        `ChannelMessage.Read.All`); the delivery id rides in the activity's `channelData`,
+        but nothing can read it back. So the marker lives in our own cache, written after a
+        successful post: DELIVERED when it is there (a worker that posted and died before
+        recording the result). Without it the post may still have landed (killed mid-call,
+        response lost after sending), so this answers FAILED `outcome_unknown` rather than
+        None: the reply is delivered exactly once or fails visibly, and never goes out
+        twice unless the team looks and presses Retry. The pipeline only asks after an
+        unknown outcome; a 429 or 5xx answer is a known non-delivery and is retried as usual.
         """
         marker = self.cache.get(self._delivered_key(reply.delivery_id))
         if isinstance(marker, Mapping):
             return DeliveryResult.delivered(marker.get("activity_id"))
-        return None
+        return DeliveryResult(DeliveryStatus.FAILED, error_code="outcome_unknown", error_detail=OUTCOME_UNKNOWN_DETAIL)
 
     def update_activity(self, reply: OutboundReply, activity_id: str) -> DeliveryResult:
         """Edit a message the bot posted earlier (PUT …/activities/{activity_id})."""
@@ -216,7 +245,12 @@ class TeamsAdapter:
         return self.update_activity(reply, external_id)
 
     def rate_limit_key(self, reply: OutboundReply) -> str:
+        """The conversation's bucket, paced at `outbound.PACING_WINDOWS` (channels/registry.py)."""
         return outbound.rate_limit_key(reply, app_id=self.config.app_id)
+
+    def shared_rate_limits(self, reply: OutboundReply) -> tuple[tuple[str, tuple[tuple[float, int], ...]], ...]:
+        """Buckets a reply counts in besides its conversation's: the app's per-tenant limit."""
+        return ((outbound.tenant_rate_limit_key(reply, app_id=self.config.app_id), outbound.TENANT_PACING_WINDOWS),)
 
     def _delivered_key(self, delivery_id: str) -> str:
         return f"teams:delivered:{self.config.app_id}:{delivery_id}"

@@ -188,9 +188,14 @@ def test_snoozed_filters_on_snoozed_until(client, seeded):
     assert as_set(client, seeded, snoozed="false") == ALL - {5}
 
 
-@pytest.fixture(params=["indexed", "probed"])
+@pytest.fixture(params=["tag-order", "indexed", "probed"])
 def plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Tag and text filters have two plans (see ticket_query.SELECTIVE_CANDIDATES): both must agree."""
+    """Tag and text filters have three plans: one tag's links walked in list order
+    (ticket_query._Builder.tags_in_list_order), or, when that does not apply, the candidates
+    from the filter's index or a walk of the list probing each ticket (SELECTIVE_CANDIDATES).
+    All must agree."""
+    if request.param != "tag-order":
+        monkeypatch.setattr(ticket_query, "_by_updated_at", lambda order_by: False)
     if request.param == "probed":
         monkeypatch.setattr(ticket_query, "SELECTIVE_CANDIDATES", 0)
     return str(request.param)
@@ -228,6 +233,48 @@ def test_tag_and_text_filters_page_and_count_the_same_way_under_either_plan(clie
             assert body["count"] == len(expected), (params, offset, body["count"])
             pages += [seeded.numbers[r["id"]] for r in body["results"]]
         assert pages == expected, params
+
+
+def test_a_tag_filter_follows_the_list_order_as_tickets_and_their_tags_change(client, seeded, plan):
+    """The tag-order plan reads the order from ticket_tags, where triggers copy it."""
+    url, headers = seeded.tenant.url("tickets/"), seeded.tenant.headers
+
+    def tagged(tag: str, **params: str) -> list[int]:
+        body = client.get(url, params={"tags": tag, **params}, headers=headers).json()
+        return [seeded.numbers[r["id"]] for r in body["results"]]
+
+    before = tagged("billing")
+    assert before == [1, 2]
+    by_number = {n: i for i, n in seeded.numbers.items()}
+    assert client.patch(seeded.tenant.url(f"tickets/{by_number[2]}"), json={"priority": "high"},
+                        headers=headers).status_code == 200  # updated now: first in the list
+    assert tagged("billing") == [2, 1]
+    assert tagged("billing", order_by="updated_at") == [1, 2]
+    response = client.post(seeded.tenant.url("tickets/bulk_update_tags"), headers=headers,
+                           json={"ids": [by_number[8]], "action": "add", "tags": ["billing"]})
+    assert response.status_code == 200
+    assert tagged("billing") == [8, 2, 1]
+    assert tagged("billing", limit="1", offset="1") == [2]
+    assert client.delete(seeded.tenant.url(f"tickets/{by_number[8]}"), headers=headers).status_code == 204
+    assert tagged("billing") == [2, 1]
+    body = client.get(url, params={"tags": "billing", "limit": "1"}, headers=headers).json()
+    assert body["count"] == 2
+
+
+def test_tag_intersections_hold_for_a_ticket_with_more_tags_than_its_links_list(client, seeded, plan):
+    """Past TAG_SET_MAX tags a link's tag_set is NULL and the tag-order plan asks the links."""
+    from models.ticket import TAG_SET_MAX
+
+    by_number = {n: i for i, n in seeded.numbers.items()}
+    many = ["vip", "billing", "urgent"] + [f"filler-{i}" for i in range(TAG_SET_MAX)]
+    response = client.patch(seeded.tenant.url(f"tickets/{by_number[6]}"), json={"tags": many},
+                            headers=seeded.tenant.headers)
+    assert response.status_code == 200
+    assert as_set(client, seeded, tags_all="billing,urgent") == {2, 6}
+    assert as_set(client, seeded, tags_all="vip,urgent") == {5, 6}
+    assert as_set(client, seeded, tags="vip", tags_exclude="urgent") == set()
+    assert as_set(client, seeded, tags="filler-3", tags_exclude="billing") == set()
+    assert as_set(client, seeded, tags="urgent", tags_exclude="filler-3") == {2, 5}
 
 
 def test_a_search_for_digits_matches_the_ticket_number_exactly(client, seeded):

@@ -224,7 +224,11 @@ def test_a_comment_on_a_pull_request_opens_a_ticket_for_the_pull_request(
     ticket = only_ticket(client, project)
     assert (ticket["github_repo"], ticket["github_issue_number"]) == (PR_REPO, 3)
     assert ticket["email_subject"] == "Updated to v2." and ticket["distinct_id"] == "github:chhsia0"
-    assert [m["content"] for m in messages(client, project, ticket["id"])] == ["/build"]
+    [comment] = messages(client, project, ticket["id"])
+    assert comment["content"] == "/build"
+    # Marked as a pull-request comment, with a link back to it on GitHub.
+    assert comment["channel_metadata"]["is_pull_request"] is True
+    assert comment["channel_metadata"]["html_url"].startswith("https://github.com/")
     assert events(client, project)["d-pr"]["status"] == "processed"
 
 

@@ -48,6 +48,7 @@ class Mail:
     connection: int
     at: float
     message_id: str | None
+    mail_options: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> EmailMessage:
@@ -145,7 +146,7 @@ class Sink:
                 return "451 4.3.0 Could not store the message, try again later"
         found = _MESSAGE_ID.search(raw.split(b"\r\n\r\n", 1)[0])
         mail = Mail(envelope.mail_from, list(envelope.rcpt_tos), raw, self._connection(session), time.monotonic(),
-                    found.group(1).decode() if found else None)
+                    found.group(1).decode() if found else None, list(envelope.mail_options))
         with self._lock:
             self.mails.append(mail)
         return "250 2.0.0 Message accepted for delivery"
@@ -159,10 +160,12 @@ class Sink:
 
 
 @contextlib.contextmanager
-def smtp_server(sink: Sink | None = None) -> Iterator[tuple[Sink, int]]:
+def smtp_server(sink: Sink | None = None, *, smtputf8: bool = False) -> Iterator[tuple[Sink, int]]:
+    """The sink on a free port; `smtputf8` makes it offer SMTPUTF8 (RFC 6531) like Postfix,
+    Exchange Online and Gmail do (aiosmtpd does not by default)."""
     sink = sink or Sink()
     port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller = Controller(sink, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
     controller.start()
     try:
         yield sink, port

@@ -22,7 +22,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from tests.email_outbound.sink import Dovecot, Sink, smtp_server
-from tests.workers.test_redis_workers import ROOT, Stack
+from tests.workers.support import ROOT, Stack
 
 RECIPIENTS = 10_000
 

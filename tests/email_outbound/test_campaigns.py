@@ -47,9 +47,10 @@ def test_a_campaign_mails_each_distinct_valid_recipient_once_and_reports_the_res
     created = response.json()
     assert created["recipients"] == 7 and created["queued"] == 2
     assert created["invalid"] == [
-        {"row": 3, "email": "not an address", "reason": "invalid_email"},
-        {"row": 4, "email": None, "reason": "missing_email"},
-        {"row": 7, "email": None, "reason": "not_an_object"},
+        {"row": 3, "email": "not an address", "reason": "invalid_email", "field": "email",
+         "detail": "an address cannot contain spaces, brackets, commas or quotes"},
+        {"row": 4, "email": None, "reason": "missing_email", "field": "email"},
+        {"row": 7, "email": None, "reason": "not_an_object", "field": None},
     ]
     assert created["skipped"] == [
         {"row": 2, "email": "ANN@customer.test", "reason": "duplicate"},
@@ -149,7 +150,8 @@ def test_a_csv_upload_becomes_a_campaign_with_spreadsheet_row_numbers(
     assert response.status_code == 201, response.text
     created = response.json()
     assert created["recipients"] == 3 and created["queued"] == 2
-    assert created["invalid"] == [{"row": 3, "email": "broken@", "reason": "invalid_email"}]
+    assert created["invalid"] == [{"row": 3, "email": "broken@", "reason": "invalid_email", "field": "email",
+                                   "detail": "the domain is missing"}]
     drain(worker)
     mails = smtp.sink.by_recipient()
     assert sorted(mails) == ["ann@customer.test", "zoe@customer.test"]

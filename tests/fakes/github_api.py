@@ -5,13 +5,22 @@ non-lazy client would make, and GitHub App installation tokens (the app JWT is v
 the app's public key). Failures come in the shapes GitHub documents in "Rate limits for the
 REST API": secondary limits (403/429 with or without `retry-after`), the primary limit (403
 with `x-ratelimit-remaining: 0` and `x-ratelimit-reset`), 5xx, and permanent 4xx answers.
+
+The secondary content-creation limits are enforced as GitHub publishes them: per credential,
+at most 80 content-creating requests (comment creates and edits) in any 60 s and 500 in any
+hour (`content_limits` scales them for tests). A request over a limit is refused with 403 and
+`retry-after` (the seconds until the window frees), is not stored, and is counted in
+`secondary_rate_limited`.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import threading
+import time
+from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -22,8 +31,21 @@ from tests.fakes.http import Call, FakeServer, Reply
 
 DOCS = "https://docs.github.com/rest"
 REPO = r"(?P<repo>[^/]+/[^/]+)"
+# GitHub docs, "Rate limits for the REST API" > "About secondary rate limits".
+CONTENT_LIMITS: tuple[tuple[float, int], ...] = ((60.0, 80), (3600.0, 500))
+SECONDARY_LIMIT_MESSAGE = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+)
 PAT_USER = {"login": "ticketwire-support", "id": 90001, "type": "User", "site_admin": False}
 APP_USER = {"login": "ticketwire[bot]", "id": 90002, "type": "Bot", "site_admin": False}
+
+
+def deepen_listen_backlog(server: FakeServer, backlog: int = 128) -> None:
+    """socketserver listens with a backlog of 5: a burst of new connections (two worker
+    processes' threads each opening one) overflows it, and the dropped SYN is retried by the
+    client one second later, which a test of pacing would see as a request arriving late."""
+    assert server._httpd is not None
+    server._httpd.socket.listen(backlog)  # Linux lets a listening socket change its backlog
 
 
 def _now() -> str:
@@ -40,8 +62,16 @@ class FakeGitHub(FakeServer):
         app_id: str | None = None,
         app_public_key: str | None = None,
         installation_id: int | None = None,
+        content_limits: tuple[tuple[float, int], ...] = CONTENT_LIMITS,
+        secondary_limit_status: int = 403,
     ) -> None:
         super().__init__()
+        self.content_limits = content_limits
+        self.secondary_limit_status = secondary_limit_status
+        self.secondary_rate_limited = 0  # content-creating requests refused over a limit
+        self.content_requests: list[float] = []  # monotonic arrival of each accepted one
+        self.content_refused: list[float] = []  # and of each refused one
+        self._created_at: dict[str, deque[float]] = defaultdict(deque)  # per credential
         self.pat_tokens = {token}
         self.app_id = app_id
         self.app_public_key = app_public_key
@@ -61,6 +91,11 @@ class FakeGitHub(FakeServer):
         self.route("GET", rf"/repos/{REPO}/issues/(?P<number>\d+)", self._get_issue)
         self.route("GET", rf"/repos/{REPO}", self._get_repo)
         self.route("POST", r"/app/installations/(?P<id>\d+)/access_tokens", self._create_installation_token)
+
+    def start(self) -> FakeGitHub:
+        super().start()
+        deepen_listen_backlog(self)
+        return self
 
     # -- seeding and inspection ------------------------------------------------------------
     def add_comment(self, repo: str, number: int, body: str, *, user: dict[str, Any] | None = None) -> int:
@@ -129,6 +164,41 @@ class FakeGitHub(FakeServer):
         with self._state_lock:
             self._slow_creates.append(seconds)
 
+    # -- secondary rate limits -------------------------------------------------------------
+    def _over_content_limit(self, call: Call) -> Reply | None:
+        """Count a content-creating request against its credential's windows, or refuse it."""
+        credential = call.headers.get("authorization", "").partition(" ")[2]
+        now = time.monotonic()
+        with self._state_lock:
+            times = self._created_at[credential]
+            longest = max((p for p, _ in self.content_limits), default=0.0)
+            while times and times[0] <= now - longest:
+                times.popleft()
+            wait = 0.0
+            for period, limit in self.content_limits:
+                inside = [t for t in times if t > now - period]
+                if len(inside) >= limit:
+                    wait = max(wait, inside[-limit] + period - now)
+            if wait > 0:
+                self.secondary_rate_limited += 1
+                self.content_refused.append(now)
+                headers = {
+                    "Retry-After": str(max(1, math.ceil(wait))),
+                    "X-RateLimit-Limit": "5000",
+                    "X-RateLimit-Remaining": "4321",
+                    "X-RateLimit-Reset": str(int(time.time()) + 3600),
+                    "X-RateLimit-Resource": "core",
+                }
+                body = {
+                    "message": SECONDARY_LIMIT_MESSAGE,
+                    "documentation_url": f"{DOCS}/using-the-rest-api/rate-limits-for-the-rest-api"
+                    "#about-secondary-rate-limits",
+                }
+                return Reply(self.secondary_limit_status, body, headers)
+            times.append(now)
+            self.content_requests.append(now)
+        return None
+
     # -- handlers ----------------------------------------------------------------------------
     def _authenticated_user(self, call: Call) -> dict[str, Any] | None:
         scheme, _, credential = call.headers.get("authorization", "").partition(" ")
@@ -175,6 +245,9 @@ class FakeGitHub(FakeServer):
         body = (call.json() or {}).get("body")
         if not isinstance(body, str) or not body:
             return Reply(422, {"message": "Validation Failed", "errors": [{"code": "missing_field"}]})
+        refused = self._over_content_limit(call)
+        if refused is not None:
+            return refused
         comment_id = self._store_comment(match["repo"], int(match["number"]), body, user)
         with self._state_lock:
             delay = self._slow_creates.pop(0) if self._slow_creates else 0.0
@@ -219,6 +292,11 @@ class FakeGitHub(FakeServer):
         if self._authenticated_user(call) is None:
             return self._bad_credentials()
         body = (call.json() or {}).get("body")
+        with self._state_lock:
+            known = int(match["id"]) in self.comments
+        refused = self._over_content_limit(call) if known else None
+        if refused is not None:
+            return refused
         with self._state_lock:
             comment = self.comments.get(int(match["id"]))
             if comment is None:

@@ -3,8 +3,13 @@
 - Bot Framework OpenID metadata and JWKS (served from a `TokenIssuer`, so keys can rotate);
 - the Entra ID token endpoint (`/{tenant}/oauth2/v2.0/token`, client credentials form post);
 - the Bot Connector (`/amer/v3/conversations/{id}/activities[/{id}]`, POST and PUT), which
-  records posted activities and answers `{"id": ...}`;
+  records posted activities (`channelData` included) and answers `{"id": ...}`;
 - Microsoft Graph `GET /v1.0/users/{id}`.
+
+The Bot Connector enforces Microsoft's per bot per thread limits for sending ("Optimize your
+bot with rate limiting in Teams": 7 in any 1 s, 8 in any 2 s, 60 in any 30 s, a thread being
+the channel or chat, `;messageid=` left out): a post over a limit gets 429 with
+`Retry-After`, is not stored, and is counted in `rate_limited`.
 
 Every handler checks what the real service checks first (client secret, bearer token), so a
 test sees a 401 where production would.
@@ -13,13 +18,17 @@ test sees a 401 where production would.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import threading
+import time
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 from channels.teams import TeamsConfig, TokenIssuer
+from tests.fakes.github_api import deepen_listen_backlog
 from tests.fakes.http import Call, FakeServer, Reply
 
 APP_ID = "eac5e5c6-ab14-4f50-80cb-49213fe51b1a"
@@ -29,6 +38,8 @@ TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 METADATA_PATH = "/botframework/v1/.well-known/openidconfiguration"
 KEYS_PATH = "/botframework/v1/.well-known/keys"
 CONNECTOR_PREFIX = "/amer/"
+# Per bot per thread, "Send to conversation" (the hourly 1800 matters to no test).
+SEND_LIMITS: tuple[tuple[float, int], ...] = ((1.0, 7), (2.0, 8), (30.0, 60))
 
 
 @dataclass
@@ -40,14 +51,29 @@ class PostedActivity:
     id: str
     raw_path: str
 
+    @property
+    def delivery_id(self) -> str | None:
+        """The ticketwire delivery id the activity carries in its channelData, if any."""
+        data = (self.activity.get("channelData") or {}).get("ticketwire") or {}
+        return data.get("deliveryId")
+
 
 class FakeTeams:
     """Start with `with FakeTeams() as teams:`; `teams.config()` points an adapter at it."""
 
     def __init__(
-        self, *, issuer: TokenIssuer | None = None, app_id: str = APP_ID, app_password: str = APP_PASSWORD
+        self,
+        *,
+        issuer: TokenIssuer | None = None,
+        app_id: str = APP_ID,
+        app_password: str = APP_PASSWORD,
+        send_limits: tuple[tuple[float, int], ...] = SEND_LIMITS,
     ):
         self.issuer = issuer or TokenIssuer()
+        self.send_limits = send_limits
+        self.rate_limited = 0  # posts refused with 429 over a per-thread limit
+        self._sent_at: dict[str, deque[float]] = defaultdict(deque)  # per thread, monotonic
+        self._held: list[float] = []
         self.app_id = app_id
         self.app_password = app_password
         self.server = FakeServer()
@@ -72,6 +98,7 @@ class FakeTeams:
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> FakeTeams:
         self.server.start()
+        deepen_listen_backlog(self.server)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -109,6 +136,9 @@ class FakeTeams:
             self.users.clear()
             self.activities.clear()
             self.issued_tokens.clear()
+            self._sent_at.clear()
+            self._held.clear()
+            self.rate_limited = 0
         with self.server._lock:
             self.server.calls.clear()
             self.server._failures.clear()
@@ -130,6 +160,12 @@ class FakeTeams:
 
     def fail_next_timeout(self, delay: float, *, times: int = 1, path: str | None = None) -> None:
         self.server.fail_next(Reply(200, {}, delay=delay), times, path=path)
+
+    def hold_next_post(self, seconds: float) -> None:
+        """Store the next posted activity, then keep the request open for `seconds` before
+        answering (the outcome a client killed or timed out meanwhile cannot know)."""
+        with self._lock:
+            self._held.append(seconds)
 
     def fail_next_unauthorized(self, *, times: int = 1, path: str | None = None) -> None:
         body = {"message": "Authorization has been denied for this request."}
@@ -166,11 +202,35 @@ class FakeTeams:
         issued = self.issued_tokens.get(token)
         return scheme == "Bearer" and issued is not None and issued["scope"] == scope
 
+    def _over_send_limit(self, conversation_id: str) -> Reply | None:
+        """Count a post against its thread's windows, or refuse it with 429 + Retry-After."""
+        thread = conversation_id.split(";messageid=")[0]
+        now = time.monotonic()
+        with self._lock:
+            times = self._sent_at[thread]
+            longest = max((p for p, _ in self.send_limits), default=0.0)
+            while times and times[0] <= now - longest:
+                times.popleft()
+            wait = 0.0
+            for period, limit in self.send_limits:
+                inside = [t for t in times if t > now - period]
+                if len(inside) >= limit:
+                    wait = max(wait, inside[-limit] + period - now)
+            if wait > 0:
+                self.rate_limited += 1
+                body = {"error": {"code": "TooManyRequests", "message": "Too many requests"}}
+                return Reply(429, body, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+            times.append(now)
+        return None
+
     def _post_activity(self, call: Call, match: re.Match[str]) -> Reply:
         if not self._authorized(call, "https://api.botframework.com/.default"):
             return Reply(401, {"message": "Authorization has been denied for this request."})
-        activity_id = str(next(self._ids))
         groups = match.groupdict()
+        refused = self._over_send_limit(unquote(groups["conv"]))
+        if refused is not None:
+            return refused
+        activity_id = str(next(self._ids))
         posted = PostedActivity(
             method="POST",
             conversation_id=unquote(groups["conv"]),
@@ -181,7 +241,8 @@ class FakeTeams:
         )
         with self._lock:
             self.activities.append(posted)
-        return Reply(201, {"id": activity_id})
+            delay = self._held.pop(0) if self._held else 0.0
+        return Reply(201, {"id": activity_id}, delay=delay)
 
     def _put_activity(self, call: Call, match: re.Match[str]) -> Reply:
         if not self._authorized(call, "https://api.botframework.com/.default"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from collections.abc import Iterator
@@ -10,11 +11,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from channels.base import DeliveryStatus, MemoryCache
+from channels.base import Attachment, DeliveryStatus, MemoryCache
 from channels.github import GitHubAdapter
 from channels.github.outbound import (
     CONTENT_CREATION_LIMIT_PER_HOUR,
     CONTENT_CREATION_LIMIT_PER_MINUTE,
+    CONTENT_CREATION_LIMITS,
     marked_delivery_id,
 )
 from tests.fakes.github_api import FakeGitHub
@@ -45,6 +47,17 @@ def test_a_reply_is_posted_as_one_issue_comment_with_the_hidden_delivery_marker(
     [call] = github_api.calls
     assert (call.method, call.path) == ("POST", "/repos/Codertocat/Hello-World/issues/1/comments")
     assert call.headers["authorization"] == f"token {TOKEN}"
+
+
+def test_a_replys_files_are_linked_in_the_comment_before_the_marker(
+    adapter: GitHubAdapter, github_api: FakeGitHub
+) -> None:
+    files = (Attachment(filename="trace [1].log", url="https://tw.example/a/m/0/t/trace.log"),
+             Attachment(filename="inline.png"))  # no URL: nothing to link to
+    adapter.deliver(dataclasses.replace(reply(delivery_id="dlv-0002", text="See the trace."), attachments=files))
+    [comment] = github_api.comments_on(HELLO_WORLD, 1)
+    assert comment["body"] == ("See the trace.\n\n- [trace \\[1\\].log](https://tw.example/a/m/0/t/trace.log)"
+                               "\n\n<!-- ticketwire:delivery:dlv-0002 -->")
 
 
 def test_the_webhook_echo_of_our_own_comment_is_ignored(
@@ -119,6 +132,34 @@ def test_pacing_shares_one_bucket_per_account_whatever_the_repository(github_api
     assert key != make_adapter(github_api, token="ghp_another").rate_limit_key(reply())
     assert TOKEN not in key
     assert (CONTENT_CREATION_LIMIT_PER_MINUTE, CONTENT_CREATION_LIMIT_PER_HOUR) == (80, 500)
+
+
+def test_the_fake_enforces_githubs_published_content_creation_limits_per_token(github_api: FakeGitHub) -> None:
+    assert github_api.content_limits == CONTENT_CREATION_LIMITS == ((60.0, 80), (3600.0, 500))
+    adapter = make_adapter(github_api)
+    results = [adapter.deliver(reply(delivery_id=f"dlv-{n}")) for n in range(81)]
+    assert {r.status for r in results[:80]} == {DeliveryStatus.DELIVERED}
+    refused = results[80]
+    assert (refused.status, refused.error_code) == (DeliveryStatus.RETRYABLE, "secondary_rate_limited")
+    assert 1.0 <= (refused.retry_after or 0) <= 60.0
+    assert github_api.secondary_rate_limited == 1 and len(github_api.comments_on(HELLO_WORLD, 1)) == 80
+    # Another token has its own windows.
+    github_api.pat_tokens.add("ghp_another")
+    other = make_adapter(github_api, token="ghp_another").deliver(reply(delivery_id="dlv-other"))
+    assert other.status == DeliveryStatus.DELIVERED
+
+
+@pytest.mark.parametrize("status", [403, 429])
+def test_scaled_limits_refuse_comment_creates_and_edits_over_a_window_with_retry_after(status: int) -> None:
+    with FakeGitHub(token=TOKEN, content_limits=((1.0, 3),), secondary_limit_status=status) as api:
+        adapter = make_adapter(api)
+        posted = [adapter.deliver(reply(delivery_id=f"dlv-{n}")) for n in range(3)]
+        edited = adapter.edit_delivered(reply(text="edited"), posted[0].external_id or "")
+        assert (edited.status, edited.error_code, edited.retry_after) == (
+            DeliveryStatus.RETRYABLE, "secondary_rate_limited", 1.0)
+        assert len([c for c in api.calls if c.method == "PATCH"]) == 1
+        assert api.secondary_rate_limited == 1
+        assert "secondary rate limit" in (edited.error_detail or "")
 
 
 # -- transient failures ------------------------------------------------------------------------
@@ -414,6 +455,7 @@ def test_replies_delivered_from_many_worker_threads_each_land_once_on_their_own_
     # swap requests (one reply posted twice, another lost); switching threads as often as
     # possible makes that likely to show up here if the adapter ever shares one again.
     threads, per_thread = 8, 25
+    github_api.content_limits = ()  # 200 comments at once: the secondary limits are not the point
     results: dict[str, str | None] = {}
 
     def work(n: int) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from channels.base import DeliveryResult, DeliveryStatus, OutboundReply
+from channels.base import Attachment, DeliveryResult, DeliveryStatus, OutboundReply
 from channels.slack import RATE_LIMIT_PER_CHANNEL_PER_SECOND, SlackAdapter, rate_limit_key
 from tests.fakes.http import Reply
 from tests.fakes.slack_api import FakeSlack
@@ -51,6 +51,30 @@ def test_a_reply_is_posted_in_the_thread_under_the_agents_name_with_the_delivery
         "metadata": {"event_type": "ticketwire_delivery", "event_payload": {"delivery_id": "dlv-1"}},
         "ts": post["ts"],
     }
+
+
+def test_a_replys_files_are_posted_as_links_after_its_text(
+    adapter: SlackAdapter, people: FakeSlack, thread: dict[str, str]
+) -> None:
+    files = (
+        Attachment(filename="log <1>.txt", url="https://tw.example/a/m1/0/t/log.txt"),
+        Attachment(filename="no link.png"),  # nothing to link to: left out, not a broken link
+        Attachment(filename="a|b.pdf", url="https://tw.example/a/m1/2/t/a.pdf"),
+    )
+    adapter.deliver(reply_to(thread, attachments=files))
+    [post] = people.posts
+    assert post["text"] == (
+        "Fixed in *v2* &amp; rolled out\n\n"
+        "<https://tw.example/a/m1/0/t/log.txt|log &lt;1&gt;.txt>\n<https://tw.example/a/m1/2/t/a.pdf|a/b.pdf>"
+    )
+
+
+def test_an_edited_reply_keeps_its_file_links(adapter: SlackAdapter, people: FakeSlack, thread: dict[str, str]) -> None:
+    files = (Attachment(filename="log.txt", url="https://tw.example/a/m1/0/t/log.txt"),)
+    posted = adapter.deliver(reply_to(thread, attachments=files))
+    assert posted.external_id is not None
+    adapter.edit_delivered(reply_to(thread, text="Fixed in v3", attachments=files), posted.external_id)
+    assert people.updates[-1]["text"] == "Fixed in v3\n\n<https://tw.example/a/m1/0/t/log.txt|log.txt>"
 
 
 def test_a_reply_without_an_author_name_posts_under_the_apps_name(

@@ -9,9 +9,17 @@ import pytest
 
 from channels.base import Attachment, ChannelAdapter, DeliveryStatus, MemoryCache, OutboundReply
 from channels.errors import ChannelNotConfiguredError
+from channels.registry import CHANNELS
 from channels.teams import TeamsAdapter, TeamsConfig
 from channels.teams.client import join_url, parse_retry_after
-from channels.teams.outbound import RATE_LIMIT_PER_THREAD_PER_SECOND, SEND_RATE_LIMITS, RateWindow
+from channels.teams.outbound import (
+    GLOBAL_REQUESTS_PER_SECOND_PER_TENANT,
+    PACING_WINDOWS,
+    RATE_LIMIT_PER_THREAD_PER_SECOND,
+    SEND_RATE_LIMITS,
+    TENANT_PACING_WINDOWS,
+    RateWindow,
+)
 from tests.fakes.http import Reply
 from tests.fakes.teams_api import APP_ID, TENANT_ID, FakeTeams
 from tests.teams.conftest import NOW, FakeClock
@@ -61,8 +69,10 @@ def test_a_reply_is_posted_to_the_thread_root_with_a_bot_connector_token(teams, 
         "textFormat": "markdown",
         "from": {"id": f"28:{APP_ID}"},
         "conversation": {"id": THREAD},
+        "channelData": {"ticketwire": {"deliveryId": "dlv-1"}},
         "replyToId": "1571540169848",
     }
+    assert posted.delivery_id == "dlv-1"
     [token_call] = teams.calls_to("/oauth2/v2.0/token")
     assert token_call.path == "/botframework.com/oauth2/v2.0/token"
     assert token_call.form() == {
@@ -257,19 +267,44 @@ def test_find_delivered_finds_a_delivery_this_deployment_posted(teams, clock):
     cache = MemoryCache(clock=clock)
     first = TeamsAdapter(teams.config(), cache=cache, clock=clock)
     reply = a_reply(teams, "dlv-42")
-    assert first.find_delivered(reply) is None
     delivered = first.deliver(reply)
     # A new worker process sharing the cache (Redis in production) sees the marker.
     second = TeamsAdapter(teams.config(), cache=cache, clock=clock)
     assert second.find_delivered(reply) == delivered
-    assert second.find_delivered(a_reply(teams, "dlv-43")) is None
+    assert delivered.status == DeliveryStatus.DELIVERED
+
+
+def test_without_a_marker_an_unknown_outcome_fails_visibly_instead_of_posting_again(teams, adapter):
+    # Teams cannot be asked what was posted: no marker is not "not posted".
+    result = adapter.find_delivered(a_reply(teams, "dlv-43"))
+    assert (result.status, result.error_code) == (DeliveryStatus.FAILED, "outcome_unknown")
+    assert "could not check" in result.error_detail and "Retry" in result.error_detail
+    assert teams.activities == []
+
+
+def test_a_post_held_open_past_the_timeout_is_stored_and_reported_as_a_timeout(teams, adapter):
+    teams.hold_next_post(1.0)
+    reply = a_reply(teams, "dlv-44")
+    result = adapter.deliver(reply)
+    assert (result.status, result.error_code) == (DeliveryStatus.RETRYABLE, "timeout")
+    [posted] = teams.activities
+    assert posted.delivery_id == "dlv-44"
+    assert adapter.find_delivered(reply).error_code == "outcome_unknown"
 
 
 def test_a_failed_delivery_leaves_no_marker(teams, adapter):
     teams.fail_next_server_error(500, path=CONNECTOR)
     reply = a_reply(teams)
-    adapter.deliver(reply)
-    assert adapter.find_delivered(reply) is None
+    assert adapter.deliver(reply).error_code == "http_500"
+    assert adapter.find_delivered(reply).status == DeliveryStatus.FAILED
+
+
+def test_a_token_endpoint_timeout_is_a_known_non_delivery(teams, adapter):
+    teams.fail_next_timeout(1.0, path="/oauth2/")
+    result = adapter.deliver(a_reply(teams))
+    # Not "timeout": the pipeline reconciles only unknown outcomes, and nothing was posted.
+    assert (result.status, result.error_code) == (DeliveryStatus.RETRYABLE, "token_timeout")
+    assert teams.calls_to(CONNECTOR) == []
 
 
 def test_replies_in_one_channel_share_a_rate_limit_bucket_and_other_channels_do_not(teams, adapter):
@@ -290,10 +325,31 @@ def test_the_pacing_follows_microsofts_per_bot_per_thread_limits():
         RateWindow(3600, 1800),
     )
     assert TeamsAdapter.rate_limits == SEND_RATE_LIMITS
-    # One steady rate that keeps every window up to 30 s.
-    assert all(
-        RATE_LIMIT_PER_THREAD_PER_SECOND * w.period_seconds <= w.max_operations for w in SEND_RATE_LIMITS[:3]
-    )
+    # The pipeline paces with the windows up to 30 s, all at once, shared by every worker.
+    assert CHANNELS["teams"].rate_windows == PACING_WINDOWS == SEND_RATE_LIMITS[:3]
+    # Their steady rate: the 30 s window binds.
+    assert CHANNELS["teams"].rate_per_second == RATE_LIMIT_PER_THREAD_PER_SECOND == 2.0
+
+
+def test_every_reply_of_a_tenant_also_counts_in_the_apps_tenant_wide_bucket(teams, adapter):
+    first = a_reply(teams)
+    other_channel = a_reply(teams, teams_conversation_id="19:other@thread.skype;messageid=1")
+    other_tenant = a_reply(teams, teams_tenant_id="another-tenant")
+    [(key, windows)] = adapter.shared_rate_limits(first)
+    assert windows == TENANT_PACING_WINDOWS == (RateWindow(1, GLOBAL_REQUESTS_PER_SECOND_PER_TENANT),)
+    assert key == f"teams-tenant:{APP_ID}:{TENANT_ID}" == adapter.shared_rate_limits(other_channel)[0][0]
+    assert adapter.shared_rate_limits(other_tenant)[0][0] != key
+
+
+def test_the_fake_bot_connector_answers_429_past_seven_posts_a_second_in_one_thread(teams, adapter):
+    results = [adapter.deliver(a_reply(teams, f"dlv-{n}")) for n in range(8)]
+    assert [r.status for r in results[:7]] == [DeliveryStatus.DELIVERED] * 7
+    assert (results[7].status, results[7].error_code) == (DeliveryStatus.RETRYABLE, "rate_limited")
+    assert results[7].retry_after == 1.0
+    assert (teams.rate_limited, len(teams.activities)) == (1, 7)
+    # Another channel is another thread: its own windows.
+    other = adapter.deliver(a_reply(teams, "dlv-x", teams_conversation_id="19:other@thread.skype;messageid=1"))
+    assert other.status == DeliveryStatus.DELIVERED
 
 
 # -- configuration ------------------------------------------------------------------------------

@@ -5,13 +5,7 @@ that nothing is lost and nothing is sent twice."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,87 +13,18 @@ import pytest
 
 from channels.slack import SlackSigner
 from tests.fakes.slack_api import FakeSlack
-from tests.services import free_port
+from tests.workers.support import Stack, put_integration, tickets, wait_for
+from tests.workers.support import bootstrap as bootstrap_project
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C06NRA6JLER"
 
 
-class Stack:
-    """The three processes of a deployment, started and killed at will."""
-
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.env, self.tmp = env, tmp
-        self.port = free_port()
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=ROOT, env=self.env, stdout=log, stderr=log)
-        self.procs[name] = proc
-        return proc
-
-    def start_web(self) -> None:
-        self.start("web", "serve", "--port", str(self.port))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError((self.tmp / "web.log").read_text())
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-@pytest.fixture
-def stack(services: dict[str, Any], postgres_url: str, tmp_path: Path) -> Iterator[Stack]:
-    from tests.conftest import _truncate_postgres
-
-    _truncate_postgres(postgres_url)
-    import redis
-
-    redis.Redis.from_url(services["redis"]).flushdb()
-    env = {
-        **os.environ, "DATABASE_URL": postgres_url, "REDIS_URL": services["redis"],
-        "TICKETWIRE_SECRET_KEY": "test-secret-key-not-for-production", "TICKETWIRE_VAR_DIR": str(tmp_path),
-        "TICKETWIRE_DELIVERY_LEASE_SECONDS": "3", "TICKETWIRE_INGEST_LEASE_SECONDS": "3",
-        "TICKETWIRE_RETRY_BASE_SECONDS": "0.2",
-    }
-    env.pop("TICKETWIRE_EMBEDDED_WORKERS", None)
-    s = Stack(env, tmp_path)
-    yield s
-    s.stop_all()
-
-
 def bootstrap(stack: Stack, fake: FakeSlack) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "cli", "admin", "bootstrap", "--json", "--project-name", "Acme"],
-                         cwd=ROOT, env=stack.env, capture_output=True, check=True)
-    data = json.loads(out.stdout)
-    headers = {"Authorization": f"Bearer {data['api_key']}"}
-    base = f"{stack.url}/api/projects/{data['project_id']}/conversations"
-    r = httpx.put(f"{base}/integrations/slack", headers=headers, json={
+    ctx = bootstrap_project(stack)
+    put_integration(ctx, "slack", {
         "bot_token": fake.token, "signing_secret": SECRET, "channel_ids": [CHANNEL], "api_base_url": fake.api_url})
-    assert r.status_code == 200, r.text
-    return {**data, "headers": headers, "base": base}
+    return ctx
 
 
 def event(n: int, *, thread: str | None = None) -> bytes:
@@ -116,20 +41,6 @@ def post(stack: Stack, project_id: int, body: bytes, fake: FakeSlack | None = No
         fake.add_message(ev["channel"], ev["text"], user=ev["user"], ts=ev["ts"])
     return httpx.post(f"{stack.url}/webhooks/slack/{project_id}/events", content=body,
                       headers={**SlackSigner(SECRET).sign(body), "Content-Type": "application/json"})
-
-
-def wait_for(predicate: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
-def tickets(ctx: dict[str, Any]) -> list[dict[str, Any]]:
-    return httpx.get(f"{ctx['base']}/tickets/?limit=1000", headers=ctx["headers"]).json()["results"]
 
 
 def test_a_worker_killed_mid_delivery_leaves_the_reply_delivered_exactly_once(stack: Stack) -> None:
