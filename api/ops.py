@@ -90,7 +90,8 @@ def _queue_depth() -> dict[str, int] | None:
 
     try:
         client = redis.Redis.from_url(url, socket_timeout=1)
-        return {q: int(client.llen(f"dramatiq:{q}")) for q in ("inbound", "outbound", "agent")}
+        # Every queue an actor uses (workers/*.py); paced deliveries wait in their own.
+        return {q: int(client.llen(f"dramatiq:{q}")) for q in ("inbound", "outbound", "outbound_paced", "agent")}
     except Exception:
         return None
 
