@@ -375,14 +375,15 @@ def bulk_update_tags(
     if not isinstance(ids, list) or len(ids) > 500:
         raise ValidationError("ids must be a list of at most 500 ticket ids.", attr="ids")
     names = normalise_tags(tags)
-    found = {
-        t.id: t
-        for t in session.scalars(
-            select(Ticket).where(
-                Ticket.project_id == project_id, Ticket.id.in_(_parse_uuids(ids)), Ticket.deleted_at.is_(None)
-            )
-        )
-    }
+    query = select(Ticket).where(
+        Ticket.project_id == project_id, Ticket.id.in_(_parse_uuids(ids)), Ticket.deleted_at.is_(None)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # Lock the tickets before their links, in id order: the triggers of
+        # 0007_tag_order_index update a ticket's links whenever the ticket changes, so a
+        # writer that took the links first could deadlock with one updating the ticket.
+        query = query.order_by(Ticket.id).with_for_update()
+    found = {t.id: t for t in session.scalars(query)}
     current = tags_for(session=session, ticket_ids=found)
     updated: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
