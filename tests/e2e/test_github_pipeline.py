@@ -247,7 +247,10 @@ def test_one_ticket_per_issue_when_a_comment_overtakes_opened_and_opened_comes_t
     assert [m["content"][:20] for m in messages(client, project, ticket["id"])] == [
         "It looks like you ac", "You are totally righ"]
     statuses = {k: v["status"] for k, v in events(client, project).items()}
-    assert statuses == {"d-comment": "processed", "d-open-1": "processed", "d-open-2": "ignored"}
+    assert statuses["d-comment"] == "processed"
+    # The two deliveries of `opened` are ingested concurrently: whichever lands first adds the
+    # issue body, the other finds it there and is ignored.
+    assert sorted([statuses["d-open-1"], statuses["d-open-2"]]) == ["ignored", "processed"]
 
 
 def test_a_bots_comment_never_becomes_a_customer_message(client: Any, project: Any, worker: Any) -> None:
