@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 import jwt
 
-from tests.fakes.http import Call, FakeServer, Reply
+from tests.fakes.http import Call, FakeServer, Reply, window_wait
 
 DOCS = "https://docs.github.com/rest"
 REPO = r"(?P<repo>[^/]+/[^/]+)"
@@ -38,14 +38,6 @@ SECONDARY_LIMIT_MESSAGE = (
 )
 PAT_USER = {"login": "ticketwire-support", "id": 90001, "type": "User", "site_admin": False}
 APP_USER = {"login": "ticketwire[bot]", "id": 90002, "type": "Bot", "site_admin": False}
-
-
-def deepen_listen_backlog(server: FakeServer, backlog: int = 128) -> None:
-    """socketserver listens with a backlog of 5: a burst of new connections (two worker
-    processes' threads each opening one) overflows it, and the dropped SYN is retried by the
-    client one second later, which a test of pacing would see as a request arriving late."""
-    assert server._httpd is not None
-    server._httpd.socket.listen(backlog)  # Linux lets a listening socket change its backlog
 
 
 def _now() -> str:
@@ -94,7 +86,6 @@ class FakeGitHub(FakeServer):
 
     def start(self) -> FakeGitHub:
         super().start()
-        deepen_listen_backlog(self)
         return self
 
     # -- seeding and inspection ------------------------------------------------------------
@@ -171,14 +162,7 @@ class FakeGitHub(FakeServer):
         now = time.monotonic()
         with self._state_lock:
             times = self._created_at[credential]
-            longest = max((p for p, _ in self.content_limits), default=0.0)
-            while times and times[0] <= now - longest:
-                times.popleft()
-            wait = 0.0
-            for period, limit in self.content_limits:
-                inside = [t for t in times if t > now - period]
-                if len(inside) >= limit:
-                    wait = max(wait, inside[-limit] + period - now)
+            wait = window_wait(times, self.content_limits, now)
             if wait > 0:
                 self.secondary_rate_limited += 1
                 self.content_refused.append(now)

@@ -11,7 +11,8 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -51,6 +52,28 @@ class Reply:
 
 
 Handler = Callable[[Call, re.Match[str]], Reply]
+
+
+class _Listener(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of new connections (several worker
+    # processes' threads each opening one) overflows it, and the client retries the dropped SYN
+    # a second later, which a pacing test would see as a request arriving late.
+    request_queue_size = 128
+
+
+def window_wait(times: deque[float], limits: Sequence[tuple[float, int]], now: float) -> float:
+    """Seconds until one more request fits every (period, limit) window, given the times of
+    the requests already counted (oldest first; entries older than the longest period are
+    dropped). 0 when it fits now."""
+    longest = max((period for period, _ in limits), default=0.0)
+    while times and times[0] <= now - longest:
+        times.popleft()
+    wait = 0.0
+    for period, limit in limits:
+        inside = [t for t in times if t > now - period]
+        if len(inside) >= limit:
+            wait = max(wait, inside[-limit] + period - now)
+    return wait
 
 
 class FakeServer:
@@ -123,7 +146,7 @@ class FakeServer:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = _Listener(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()

@@ -28,8 +28,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from channels.teams import TeamsConfig, TokenIssuer
-from tests.fakes.github_api import deepen_listen_backlog
-from tests.fakes.http import Call, FakeServer, Reply
+from tests.fakes.http import Call, FakeServer, Reply, window_wait
 
 APP_ID = "eac5e5c6-ab14-4f50-80cb-49213fe51b1a"
 APP_PASSWORD = "s3cret-app-password"
@@ -98,7 +97,6 @@ class FakeTeams:
     # -- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> FakeTeams:
         self.server.start()
-        deepen_listen_backlog(self.server)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -208,14 +206,7 @@ class FakeTeams:
         now = time.monotonic()
         with self._lock:
             times = self._sent_at[thread]
-            longest = max((p for p, _ in self.send_limits), default=0.0)
-            while times and times[0] <= now - longest:
-                times.popleft()
-            wait = 0.0
-            for period, limit in self.send_limits:
-                inside = [t for t in times if t > now - period]
-                if len(inside) >= limit:
-                    wait = max(wait, inside[-limit] + period - now)
+            wait = window_wait(times, self.send_limits, now)
             if wait > 0:
                 self.rate_limited += 1
                 body = {"error": {"code": "TooManyRequests", "message": "Too many requests"}}
