@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import tickets
+from api import tickets, webhooks
 from api.errors import error_body, install_error_handlers
 from api.routing import include_project_router
 from core.db import DATABASE_POOL_SIZE
@@ -126,9 +126,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             worker.stop()
 
 
+class App(FastAPI):
+    """FastAPI, with the vendors' webhooks answered ahead of its middleware and routing
+    (`api.webhooks.answer_directly` says why)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await webhooks.answer_directly(scope, receive, send):
+            await super().__call__(scope, receive, send)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
-    app = FastAPI(
+    app = App(
         title="ticketwire",
         version="0.1.0",
         description="A multichannel support inbox back end with PostHog's conversations API.",

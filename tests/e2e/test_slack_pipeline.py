@@ -6,6 +6,7 @@ multi-process Redis runs are in tests/workers/test_redis_workers.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from api.webhooks import _read_body
 from channels.slack import SlackSigner
 from tests.e2e.support import drain, wait_for
 from tests.fakes.slack_api import FakeSlack
@@ -108,6 +110,65 @@ def test_url_verification_is_answered_with_the_challenge(client: Any, slack_proj
     body = (FIXTURES / "url_verification__challenge.json").read_bytes()
     response = post_event(client, slack_project, body)
     assert response.status_code == 200 and response.json()["challenge"] == json.loads(body)["challenge"]
+
+
+def test_an_oversized_webhook_is_refused_with_413_and_stores_nothing(client: Any, slack_project: Any) -> None:
+    message = json.loads(channel_message("hi", "1700000000.000100", "Ev04"))
+    message["event"]["text"] = "x" * 1_000_001
+    response = post_event(client, slack_project, json.dumps(message).encode())
+    assert response.status_code == 413
+    assert response.json()["code"] == "too_large" and "1000000 bytes" in response.json()["detail"]
+    events = client.get(slack_project.url("inbound_events"), headers=slack_project.headers).json()["results"]
+    assert events == []
+
+
+def test_the_first_of_repeated_signature_headers_counts(client: Any, slack_project: Any) -> None:
+    body = channel_message("hi", "1700000000.000100", "Ev05")
+    signed = SlackSigner(SECRET).sign(body)
+    good = [(name, value) for name, value in signed.items()]
+    first_good = client.post(f"/webhooks/slack/{slack_project.project_id}/events", content=body,
+                             headers=[*good, ("X-Slack-Signature", "v0=bad")])
+    assert first_good.status_code == 200
+    first_bad = client.post(f"/webhooks/slack/{slack_project.project_id}/events", content=body,
+                            headers=[("X-Slack-Signature", "v0=bad"), *good])
+    assert first_bad.status_code == 401
+
+
+def test_webhooks_answered_ahead_of_fastapi_are_still_documented_and_answer_alike(
+    client: Any, slack_project: Any
+) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/webhooks/slack/{project_id}/events", "/webhooks/github/{project_id}",
+                 "/webhooks/teams/{project_id}/messages"):
+        assert "post" in paths[path]
+    body = channel_message("hi", "1700000000.000100", "Ev06")
+    # Ten digits are left to FastAPI's route; nine are answered directly: the same 404.
+    by_fastapi = client.post("/webhooks/slack/1234567890/events", content=body, headers=SlackSigner(SECRET).sign(body))
+    direct = client.post("/webhooks/slack/123456789/events", content=body, headers=SlackSigner(SECRET).sign(body))
+    assert by_fastapi.status_code == direct.status_code == 404
+    assert by_fastapi.json() == direct.json() == {"type": "invalid_request", "code": "not_found",
+                                                  "detail": "Not found.", "attr": None}
+    assert client.post("/webhooks/slack/abc/events", content=body).status_code == 400
+    assert client.get(f"/webhooks/slack/{slack_project.project_id}/events").status_code == 405
+
+
+def test_a_body_streamed_past_the_limit_is_refused_before_it_is_read_whole() -> None:
+    chunks = [{"type": "http.request", "body": b"x" * 600, "more_body": True} for _ in range(5)]
+    received: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        received.append(1)
+        return chunks[len(received) - 1]
+
+    assert asyncio.run(_read_body(receive, None, 1000)) is None
+    assert len(received) == 2
+    whole = [{"type": "http.request", "body": b"ab", "more_body": True}, {"type": "http.request", "body": b"c"}]
+
+    async def receive_whole() -> dict[str, Any]:
+        return whole.pop(0)
+
+    assert asyncio.run(_read_body(receive_whole, None, 1000)) == b"abc"
+    assert asyncio.run(_read_body(receive_whole, "1001", 1000)) is None
 
 
 def test_a_poison_event_is_marked_failed_and_does_not_block_the_events_behind_it(
