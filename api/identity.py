@@ -12,11 +12,10 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy import select
 
-from api.deps import authenticate, enforce_rate_limit
+from api.deps import authenticate
 from api.routing import SlashRouter
 from api.schemas import iso, user_out
 from core.db import session_scope
-from core.settings import get_settings
 from models import ApiKey, Project, ProjectMember, User
 
 router = SlashRouter(tags=["identity"])
@@ -24,10 +23,7 @@ router = SlashRouter(tags=["identity"])
 
 def current_key(request: Request) -> tuple[ApiKey, User]:
     """Dependency: a valid personal API key of any scope (401 otherwise), rate limited per key."""
-    key, user = authenticate(request)
-    settings = get_settings()
-    enforce_rate_limit(f"key:{key.id}", ((settings.rate_limit_per_minute, 60), (settings.rate_limit_per_hour, 3600)))
-    return key, user
+    return authenticate(request, rate_limited=True)
 
 
 def _key_projects(key: ApiKey, user: User) -> list[dict[str, Any]]:

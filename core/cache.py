@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -31,6 +32,16 @@ class Cache:
 
     def incr(self, key: str, ttl: float) -> int:
         """Increment a counter that expires `ttl` seconds after its first increment."""
+        raise NotImplementedError
+
+    def incr_many(self, counters: Sequence[tuple[str, float]], *, also_get: str | None = None,
+                  by: int = 1) -> tuple[list[int], Any | None]:
+        """Add `by` to each (key, ttl) counter of `counters` (each expiring `ttl` seconds after
+        its first increment, as `incr`) and `get(also_get)`, all in ONE round trip on Redis.
+
+        Returns (the counts, in the order given; the value read, None when absent or not asked
+        for). The value is read before the counters change.
+        """
         raise NotImplementedError
 
     def ttl(self, key: str) -> float:
@@ -70,12 +81,21 @@ class MemoryCache(Cache):
             self._data[key] = (time.monotonic() + ttl, value)
             return True
 
+    def _incr(self, key: str, ttl: float, by: int) -> int:
+        hit = self._live(key)
+        expires, value = hit if hit else (time.monotonic() + ttl, 0)
+        self._data[key] = (expires, value + by)
+        return int(value + by)
+
     def incr(self, key: str, ttl: float) -> int:
         with self._lock:
-            hit = self._live(key)
-            expires, value = hit if hit else (time.monotonic() + ttl, 0)
-            self._data[key] = (expires, value + 1)
-            return value + 1
+            return self._incr(key, ttl, 1)
+
+    def incr_many(self, counters: Sequence[tuple[str, float]], *, also_get: str | None = None,
+                  by: int = 1) -> tuple[list[int], Any | None]:
+        with self._lock:
+            hit = self._live(also_get) if also_get is not None else None
+            return [self._incr(key, ttl, by) for key, ttl in counters], (hit[1] if hit else None)
 
     def ttl(self, key: str) -> float:
         with self._lock:
@@ -110,6 +130,20 @@ class RedisCache(Cache):
         pipe.pexpire(self.prefix + key, max(1, int(ttl * 1000)), nx=True)
         value, _ = pipe.execute()
         return int(value)
+
+    def incr_many(self, counters: Sequence[tuple[str, float]], *, also_get: str | None = None,
+                  by: int = 1) -> tuple[list[int], Any | None]:
+        # One MULTI/EXEC pipeline: a single round trip, and each INCRBY keeps its PEXPIRE NX
+        # (the expiry set by the first increment only) as atomically as `incr` does.
+        pipe = self.client.pipeline()
+        if also_get is not None:
+            pipe.get(self.prefix + also_get)
+        for key, ttl in counters:
+            pipe.incrby(self.prefix + key, by)
+            pipe.pexpire(self.prefix + key, max(1, int(ttl * 1000)), nx=True)
+        replies = pipe.execute()
+        raw = replies.pop(0) if also_get is not None else None
+        return [int(count) for count in replies[::2]], (None if raw is None else json.loads(raw))
 
     def ttl(self, key: str) -> float:
         ms = self.client.pttl(self.prefix + key)
@@ -146,6 +180,16 @@ class SafeCache(Cache):
 
     def incr(self, key: str, ttl: float) -> int:
         return int(self._call("incr", key, ttl))
+
+    def incr_many(self, counters: Sequence[tuple[str, float]], *, also_get: str | None = None,
+                  by: int = 1) -> tuple[list[int], Any | None]:
+        # As get and incr: with Redis down, both the read and the counts come from the
+        # in-process fallback.
+        try:
+            counts, value = self.inner.incr_many(counters, also_get=also_get, by=by)
+        except Exception:  # redis.ConnectionError, TimeoutError…
+            counts, value = self.fallback.incr_many(counters, also_get=also_get, by=by)
+        return [int(c) for c in counts], value
 
     def ttl(self, key: str) -> float:
         return float(self._call("ttl", key))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
@@ -63,8 +65,44 @@ def make_engine(url: str) -> Engine:
         return engine
     # JIT compilation adds tens of milliseconds to the list's larger plans and never pays off
     # for OLTP queries this short.
-    return create_engine(url, pool_size=DATABASE_POOL_SIZE, max_overflow=20, pool_pre_ping=True,
-                         connect_args={"options": "-c jit=off"})
+    engine = create_engine(url, pool_size=DATABASE_POOL_SIZE, max_overflow=20,
+                           connect_args={"options": "-c jit=off"})
+    _ping_after_idle(engine)
+    return engine
+
+
+# A pooled PostgreSQL connection is pinged on checkout only when it has sat idle in the pool
+# this long. `pool_pre_ping` pinged on every checkout: one more round trip per request, for
+# connections that a busy server hands straight back out and that were working moments ago.
+# A connection that dies all the same (a server restart within those seconds) fails the
+# statement that uses it; SQLAlchemy then sees a disconnect error and invalidates it and every
+# other pooled connection of the time (its default handling of disconnects), so the next
+# checkout connects afresh. Tests monkeypatch this.
+PING_AFTER_IDLE_SECONDS = 5.0
+_IDLE_SINCE = "ticketwire_idle_since"
+
+
+def _ping_after_idle(engine: Engine) -> None:
+    """SQLAlchemy's "custom pessimistic ping" on pool checkout, only for idle connections."""
+
+    @event.listens_for(engine, "checkin")
+    def _note_idle(_dbapi_conn, record):  # type: ignore[no-untyped-def]
+        # `record.info` belongs to the DBAPI connection: it is emptied when that connection is
+        # replaced, so a new connection (just made, surely alive) is never pinged.
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, _proxy):  # type: ignore[no-untyped-def]
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)  # psycopg: an empty query, in autocommit
+        except engine.dialect.loaded_dbapi.Error as exc:
+            # A DisconnectionError makes the pool replace this connection and check out again.
+            # This one (as pool_pre_ping's) also retires every connection pooled before now: a
+            # dead connection usually means the server restarted, and the others died with it.
+            raise InvalidatePoolError(f"ping after {PING_AFTER_IDLE_SECONDS}s idle failed: {exc}") from exc
 
 
 @lru_cache(maxsize=1)

@@ -209,7 +209,13 @@ def load_grant(*, session: Session, secret: str) -> KeyGrant | None:
 
 def auth_generation() -> int:
     """The current generation of keys, users and memberships (bumped after each change)."""
-    return int(get_cache().get(AUTH_GENERATION_KEY) or 0)
+    return generation_of(get_cache().get(AUTH_GENERATION_KEY))
+
+
+def generation_of(raw: Any) -> int:
+    """The generation from the cached value of AUTH_GENERATION_KEY (read along with other
+    cache operations by api.deps, in one round trip)."""
+    return int(raw or 0)
 
 
 def invalidate_grants() -> None:

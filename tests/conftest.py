@@ -110,6 +110,37 @@ def redis_url(services: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iter
 
 
 @pytest.fixture
+def redis_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Grows by one per write to any Redis connection of this process from now on: one per
+    round trip (a pipeline, transaction or not, is one write; see Cache.incr_many)."""
+    import redis
+
+    sent: list[int] = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(1)
+        original(self, command, check_health=check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    return sent
+
+
+def redis_commandstats(client: Any) -> dict[str, int]:
+    """Calls per command since the Redis server started (INFO commandstats). Use one client
+    (already connected) for every measurement, so its connection handshake is not counted."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
+
+
+def commandstats_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The commands run between two `redis_commandstats`, without the measurement's own INFO."""
+    delta = {name: calls - before.get(name, 0) for name, calls in after.items() if calls != before.get(name, 0)}
+    delta.pop("info", None)
+    return delta
+
+
+@pytest.fixture
 def app(db: str) -> Any:
     from api.app import create_app
 
