@@ -229,13 +229,19 @@ def read_public_link(*, session: Session, message_id: uuid.UUID, index: int, tok
 
 def links_for(message: Message) -> tuple[Attachment, ...]:
     """A team message's files as links (no bytes), for `OutboundReply.attachments`."""
-    links = []
-    for item in message.attachments or []:
+    return links_of(message_id=message.id, listed=message.attachments)
+
+
+def links_of(*, message_id: uuid.UUID, listed: list[Any] | None) -> tuple[Attachment, ...]:
+    """`links_for` from the message's id and `attachments` column (a delivery claim reads
+    those columns, not the message)."""
+    found = []
+    for item in listed or []:
         if not isinstance(item, dict) or item.get("skipped") or "index" not in item:
             continue
-        links.append(Attachment(
+        found.append(Attachment(
             filename=str(item.get("filename") or "attachment"), content_type=item.get("content_type"),
             size=item.get("size"),
-            url=public_link(message_id=message.id, index=int(item["index"]), filename=str(item.get("filename") or "")),
+            url=public_link(message_id=message_id, index=int(item["index"]), filename=str(item.get("filename") or "")),
         ))
-    return tuple(links)
+    return tuple(found)

@@ -11,15 +11,16 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from channels.base import DeliveryResult, DeliveryStatus, OutboundReply
 from core.clock import as_utc, now
 from models import Delivery, Message, Ticket
-from services.attachments import links_for as attachment_links
+from services.attachments import links_of as attachment_links
 from services.dispatch import after_commit
 from services.errors import NotFoundError, ValidationError
 from services.unread import mark_unread_dirty
@@ -52,9 +53,10 @@ def backoff_seconds(attempt: int, *, jitter: float = 0.2) -> float:
 
 
 def _claimable(moment: Any) -> Any:
+    d = Delivery.__table__.c  # the table's columns: claim's Core UPDATE uses this too
     return or_(
-        (Delivery.status == "pending") & (Delivery.next_attempt_at <= moment),
-        (Delivery.status == "sending") & (Delivery.lease_expires_at < moment),
+        (d.status == "pending") & (d.next_attempt_at <= moment),
+        (d.status == "sending") & (d.lease_expires_at < moment),
     )
 
 
@@ -66,60 +68,113 @@ THREAD_FIELDS = (
 )
 
 
-def claim(*, session: Session, delivery_id: uuid.UUID, worker_id: str) -> Claim | None:
-    """Take the delivery for one attempt, or None if it is not due or someone else has it."""
-    moment = now()
-    was_unknown = session.scalar(select(Delivery.outcome_unknown).where(Delivery.id == delivery_id))
-    if was_unknown is None:
-        return None
-    claimed = session.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery_id, _claimable(moment))
+# The hot path of every reply (claim, then _record_delivered) runs Core statements on the
+# tables, each built once and run on the session's connection: the ORM's bulk UPDATE
+# machinery, the entity loads (a ticket row is wide) and the flush of the dirty message were
+# most of a worker's CPU per Slack delivery (py-spy).
+_DELIVERIES = Delivery.__table__
+_MESSAGES = Message.__table__
+_TICKETS = Ticket.__table__
+# What a claim reads of the message: the reply, `attachments` for attachment_links (no query),
+# and delivery_status (a re-claim of a message already `sending` writes nothing, as the ORM's
+# flush of an unchanged attribute wrote nothing).
+_MESSAGE_COLUMNS = ("id", "content", "author_name", "rich_content", "attachments", "delivery_status")
+# THREAD_FIELDS holds email_config_id and channel_source (which _email_threading needs).
+_TICKET_COLUMNS = ("id", "ticket_number", "project_id", *THREAD_FIELDS)
+_THREAD_START = len(_MESSAGE_COLUMNS) + len(_TICKET_COLUMNS) - len(THREAD_FIELDS)
+
+
+@lru_cache(maxsize=1)
+def _claim_statements() -> tuple[Any, Any, Any, Any]:
+    """(outcome unknown?, claim, read the reply, mark the message sending), with bindparams."""
+    d, m, t = _DELIVERIES, _MESSAGES, _TICKETS
+    delivery_id = bindparam("b_delivery_id", type_=d.c.id.type)
+    moment = bindparam("b_moment", type_=d.c.updated_at.type)
+    # Whether the last attempt's outcome is unknown, read before the claim sets it.
+    unknown = select(d.c.outcome_unknown).where(d.c.id == delivery_id)
+    # Everything the reply needs, read after the claim: an edit of the message that held the
+    # delivery's row lock has committed by then, and its text is the one sent.
+    read = (
+        select(
+            *(m.c[name].label(f"message_{name}") for name in _MESSAGE_COLUMNS),
+            *(t.c[name].label(f"ticket_{name}") for name in _TICKET_COLUMNS),
+        )
+        .select_from(d.join(m, m.c.id == d.c.message_id).join(t, t.c.id == d.c.ticket_id))
+        .where(d.c.id == delivery_id)
+    )
+    # THE claim: one conditional UPDATE, so two workers never both get the delivery.
+    claim = (
+        update(d)
+        .where(d.c.id == delivery_id, _claimable(moment))
         .values(
             status="sending",
-            lease_expires_at=moment + LEASE,
-            leased_by=worker_id,
-            attempts=Delivery.attempts + 1,
+            lease_expires_at=bindparam("b_lease_expires_at", type_=d.c.lease_expires_at.type),
+            leased_by=bindparam("b_worker_id", type_=d.c.leased_by.type),
+            attempts=d.c.attempts + 1,
             outcome_unknown=True,
             updated_at=moment,
         )
-        .returning(Delivery.channel, Delivery.attempts, Delivery.message_id, Delivery.ticket_id)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
+        .returning(d.c.channel, d.c.attempts)
+    )
+    # updated_at: the column's onupdate, as the ORM's flush of the message set it.
+    sending = (
+        update(m).where(m.c.id == bindparam("b_message_id", type_=m.c.id.type)).values(delivery_status="sending")
+    )
+    return unknown, claim, read, sending
+
+
+def claim(*, session: Session, delivery_id: uuid.UUID, worker_id: str) -> Claim | None:
+    """Take the delivery for one attempt, or None if it is not due or someone else has it."""
+    moment = now()
+    unknown, claim_update, read, sending = _claim_statements()
+    conn = session.connection()
+    was_unknown = conn.execute(unknown, {"b_delivery_id": delivery_id}).scalar()
+    if was_unknown is None:
+        return None
+    claimed = conn.execute(claim_update, {
+        "b_delivery_id": delivery_id, "b_moment": moment, "b_lease_expires_at": moment + LEASE,
+        "b_worker_id": worker_id,
+    }).one_or_none()
     if claimed is None:
         return None
-    channel, attempts, message_id, ticket_id = claimed
-    message = session.get_one(Message, message_id)
-    ticket = session.get_one(Ticket, ticket_id)
-    message.delivery_status = "sending"
-    thread = {name: getattr(ticket, name) for name in THREAD_FIELDS}
-    thread["email_config_id"] = str(ticket.email_config_id) if ticket.email_config_id else None
-    thread.update(_email_threading(session=session, ticket=ticket, message_id=message_id))
+    channel, attempts = claimed
+    row = conn.execute(read, {"b_delivery_id": delivery_id}).one()
+    # The read's columns in order (_claim_statements): THREAD_FIELDS come last.
+    (message_id, content, author_name, rich_content, listed, delivery_status,
+     ticket_id, ticket_number, project_id) = row[:_THREAD_START]
+    if delivery_status != "sending":
+        conn.execute(sending, {"b_message_id": message_id})
+    thread = dict(zip(THREAD_FIELDS, row[_THREAD_START:], strict=True))
+    email_config_id = thread["email_config_id"]
+    thread["email_config_id"] = str(email_config_id) if email_config_id else None
+    thread.update(_email_threading(session=session, ticket_id=ticket_id, channel_source=thread["channel_source"],
+                                   message_id=message_id))
     reply = OutboundReply(
         delivery_id=str(delivery_id),
-        ticket_id=str(ticket.id),
-        ticket_number=ticket.ticket_number,
-        text=message.content,
+        ticket_id=str(ticket_id),
+        ticket_number=ticket_number,
+        text=content,
         thread=thread,
-        author_name=message.author_name,
-        rich_content=message.rich_content,
+        author_name=author_name,
+        rich_content=rich_content,
         # The team's files as links; the email channel swaps in their bytes (services.attachments).
-        attachments=attachment_links(message),
+        attachments=attachment_links(message_id=message_id, listed=listed),
         attempt=attempts,
-        metadata={"project_id": ticket.project_id, "message_id": str(message.id)},
+        metadata={"project_id": project_id, "message_id": str(message_id)},
     )
     return Claim(delivery_id, channel, attempts, bool(was_unknown), reply, thread)
 
 
-def _email_threading(*, session: Session, ticket: Ticket, message_id: uuid.UUID) -> dict[str, Any]:
+def _email_threading(*, session: Session, ticket_id: uuid.UUID, channel_source: str | None,
+                     message_id: uuid.UUID) -> dict[str, Any]:
     """Message-IDs the email channel threads with: the ticket's earlier messages, oldest first."""
-    if ticket.channel_source != "email":
+    if channel_source != "email":
         return {}
     ids = [
         mid
         for mid in session.scalars(
             select(Message.external_id)
-            .where(Message.ticket_id == ticket.id, Message.external_id.is_not(None), Message.id != message_id)
+            .where(Message.ticket_id == ticket_id, Message.external_id.is_not(None), Message.id != message_id)
             .order_by(Message.created_at)
         )
         if mid and mid.startswith("<")
@@ -155,30 +210,47 @@ def record_result(*, session: Session, delivery_id: uuid.UUID, result: DeliveryR
     return None
 
 
-def _record_delivered(*, session: Session, delivery_id: uuid.UUID, external_id: str | None, moment: Any) -> None:
-    """`sent`, with the vendor's id: two UPDATEs, no rows loaded (the hot path of every reply)."""
-    row = session.execute(
-        update(Delivery).where(Delivery.id == delivery_id)
+@lru_cache(maxsize=1)
+def _delivered_statements() -> tuple[Any, Any, Any]:
+    """(the delivery `sent`, the message `sent`, the message `sent` with the vendor's id)."""
+    d, m = _DELIVERIES, _MESSAGES
+    moment = bindparam("b_moment", type_=d.c.updated_at.type)
+    delivery = (
+        update(d).where(d.c.id == bindparam("b_delivery_id", type_=d.c.id.type))
         .values(
             status="sent", outcome_unknown=False, lease_expires_at=None, leased_by=None, updated_at=moment,
-            external_id=external_id, sent_at=moment,
+            external_id=bindparam("b_external_id", type_=d.c.external_id.type), sent_at=moment,
             # No next attempt: keeps sent rows out of the (status, next_attempt_at) index range
             # that services.edits.due_edits scans, unless an edit made while this attempt was in
             # flight waits for it (services.edits.EDIT_PENDING keeps its due time). Evaluated by
             # the UPDATE itself, so an edit committed since the claim is not lost.
-            next_attempt_at=case((Delivery.last_error_code == "edit_pending", Delivery.next_attempt_at), else_=None),
+            next_attempt_at=case((d.c.last_error_code == "edit_pending", d.c.next_attempt_at), else_=None),
         )
-        .returning(Delivery.channel, Delivery.message_id)
-        .execution_options(synchronize_session=False)
-    ).one()
-    channel, message_id = row
-    values: dict[str, Any] = {"delivery_status": "sent", "delivery_error": None}
-    if external_id:
-        # Email ids are global Message-IDs already; other vendors' ids are per channel.
-        ours = external_id if external_id.startswith("<") else f"{channel}:out:{external_id}"
-        values["external_id"] = func.coalesce(Message.external_id, ours)
-    session.execute(update(Message).where(Message.id == message_id).values(**values)
-                    .execution_options(synchronize_session=False))
+        .returning(d.c.channel, d.c.message_id)
+    )
+    # updated_at: the column's onupdate, as before.
+    message = update(m).where(m.c.id == bindparam("b_message_id", type_=m.c.id.type))
+    sent = message.values(delivery_status="sent", delivery_error=None)
+    sent_with_id = message.values(
+        delivery_status="sent", delivery_error=None,
+        external_id=func.coalesce(m.c.external_id, bindparam("b_ours", type_=m.c.external_id.type)),
+    )
+    return delivery, sent, sent_with_id
+
+
+def _record_delivered(*, session: Session, delivery_id: uuid.UUID, external_id: str | None, moment: Any) -> None:
+    """`sent`, with the vendor's id: two UPDATEs, no rows loaded (the hot path of every reply)."""
+    delivery, sent, sent_with_id = _delivered_statements()
+    conn = session.connection()
+    channel, message_id = conn.execute(delivery, {
+        "b_delivery_id": delivery_id, "b_moment": moment, "b_external_id": external_id,
+    }).one()
+    if not external_id:
+        conn.execute(sent, {"b_message_id": message_id})
+        return
+    # Email ids are global Message-IDs already; other vendors' ids are per channel.
+    ours = external_id if external_id.startswith("<") else f"{channel}:out:{external_id}"
+    conn.execute(sent_with_id, {"b_message_id": message_id, "b_ours": ours})
 
 
 def _error_text(result: DeliveryResult) -> str | None:

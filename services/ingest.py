@@ -95,6 +95,12 @@ def _find_message(*, session: Session, project_id: int, key: str) -> Message | N
     return session.scalar(select(Message).where(Message.project_id == project_id, Message.external_id == key))
 
 
+def _has_message(*, session: Session, project_id: int, key: str) -> bool:
+    from sqlalchemy import select
+
+    return session.scalar(select(Message.id).where(Message.project_id == project_id, Message.external_id == key)) is not None
+
+
 def _find_or_create_ticket(*, session: Session, project_id: int, msg: Any) -> tuple[Ticket | None, bool]:
     """The thread's ticket and whether this call created it."""
     from sqlalchemy.exc import IntegrityError
@@ -141,7 +147,7 @@ def apply_inbound(*, session: Session, project_id: int, messages: list[Any]) -> 
     for msg in messages:
         key = _external_key(msg.channel, msg.external_id)
         if msg.kind == MessageKind.NEW:
-            if _find_message(session=session, project_id=project_id, key=key) is not None:
+            if _has_message(session=session, project_id=project_id, key=key):
                 continue  # de-duplicated by external id
             ticket, created = _find_or_create_ticket(session=session, project_id=project_id, msg=msg)
             if ticket is None:

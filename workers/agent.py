@@ -19,7 +19,12 @@ def run_agent(run_id: str) -> None:
     conversations.execute_run(run_id)
 
 
-@dramatiq.actor(queue_name="agent", max_retries=0, time_limit=10 * 60 * 1000)
+# Behind ingest in a worker's queue of prefetched messages (a higher number is a lower
+# priority): under a burst of webhooks, tickets appear first and their triage follows.
+TRIAGE_PRIORITY = 50
+
+
+@dramatiq.actor(queue_name="agent", max_retries=0, time_limit=10 * 60 * 1000, priority=TRIAGE_PRIORITY)
 def process_ticket_ai(ticket_id: str) -> None:
     """Triage a new ticket and, when the project enables it, answer it (dispatch kind "ai_ticket")."""
     ai_tickets.process_new_ticket(ticket_id=ticket_id)
