@@ -85,6 +85,27 @@ def wait_drained(pg_url: str, dep: Deployment, *, timeout: float) -> dict[str, f
     return {"seconds": round(time.monotonic() - start, 1), "left": left}
 
 
+def wait_queues_empty(redis_url: str, dep: Deployment, *, queues: Sequence[str] = ("inbound", "agent"),
+                      timeout: float) -> dict[str, float]:
+    """Wait until the workers have nothing queued or in flight on `queues` (AI triage runs
+    behind ingest, so it is still catching up when the raw events are drained). Dramatiq's
+    Redis broker keeps each message in `dramatiq:<queue>.msgs` (delayed: `<queue>.DQ.msgs`)
+    until it is acknowledged."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = [f"dramatiq:{q}{suffix}.msgs" for q in queues for suffix in ("", ".DQ")]
+    start = time.monotonic()
+    left = 0
+    while time.monotonic() - start < timeout:
+        dep.check()
+        left = sum(int(client.hlen(key)) for key in keys)
+        if left == 0:
+            break
+        time.sleep(0.25)
+    return {"seconds": round(time.monotonic() - start, 1), "left": left}
+
+
 # -- processes ------------------------------------------------------------------------------
 
 
