@@ -128,7 +128,10 @@ class Ticket(Base):
         # and counting the matches read the index alone, not a row per match.
         Index("ix_tickets_list_updated", "project_id", "updated_at", "ticket_number", "deleted_at"),
         Index("ix_tickets_list_created", "project_id", "created_at", "ticket_number", "deleted_at"),
-        Index("ix_tickets_status_updated", "project_id", "status", "updated_at", "ticket_number", "deleted_at"),
+        # PostgreSQL carries the assignee columns for the bounded count of status + assignee
+        # filters (alembic/versions/0009_status_index_assignee.py).
+        Index("ix_tickets_status_updated", "project_id", "status", "updated_at", "ticket_number", "deleted_at",
+              postgresql_include=["assignee_user_id", "assignee_role_id"]),
         Index("ix_tickets_assignee_user", "project_id", "assignee_user_id", "status", "updated_at", "ticket_number",
               "deleted_at"),
         Index("ix_tickets_assignee_role", "project_id", "assignee_role_id", "updated_at", "ticket_number",
