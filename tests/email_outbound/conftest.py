@@ -73,12 +73,17 @@ def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> A
 
 
 def assert_paced(times: list[float], *, interval: float, jitter: float = 0.35) -> None:
-    """No k consecutive gaps were shorter than k intervals, give or take how late one mail may
-    reach the server after its slot (the slot is taken before the message is built and sent:
-    a few ms, a connection set-up, or a few hundred ms on a busy machine)."""
-    for k in range(1, len(times)):
+    """No k consecutive gaps were shorter than k - 1 intervals, give or take how late one mail
+    may reach the server after its slot (the slot is taken before the message is built and
+    sent: a few ms, a connection set-up, or a few hundred ms on a busy machine).
+
+    One interval of slack because the pacer grants slots and cannot un-delay a send: a mail
+    held up after its slot (a pause of the whole test process, seen once in a full run: 0.9 s)
+    reaches the server right before the next one, sent on time. Two mails at once is allowed;
+    three within one interval (a pacer letting a burst through) is not."""
+    for k in range(2, len(times)):
         for i in range(len(times) - k):
-            assert times[i + k] - times[i] >= k * interval - jitter, (k, i, times)
+            assert times[i + k] - times[i] >= (k - 1) * interval - jitter, (k, i, times)
 
 
 @pytest.fixture
