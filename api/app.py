@@ -128,10 +128,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 class App(FastAPI):
     """FastAPI, with the vendors' webhooks answered ahead of its middleware and routing
-    (`api.webhooks.answer_directly` says why)."""
+    (`api.webhooks` says why), inside the same body-size limit."""
+
+    direct_webhooks: ASGIApp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not await webhooks.answer_directly(scope, receive, send):
+        if webhooks.is_direct(scope):
+            await self.direct_webhooks(scope, receive, send)
+        else:
             await super().__call__(scope, receive, send)
 
 
@@ -150,6 +154,7 @@ def create_app() -> FastAPI:
     include_project_router(app, tickets.router)
     _include_optional_routers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.direct_webhooks = BodySizeLimit(webhooks.answer, limit=settings.max_body_bytes)
     return app
 
 

@@ -5,7 +5,7 @@ signature check (HMAC, or RS256 for Teams) and the insert are blocking work, and
 database write on the event loop would stall every other request on a WAL checkpoint.
 
 The vendors' webhooks are the busiest path and must be answered within their timeouts, so
-`answer_directly` serves them as a plain ASGI handler ahead of FastAPI: measured with py-spy
+`answer` serves them as a plain ASGI handler ahead of FastAPI: measured with py-spy
 under wrk, the middleware stack, routing over the API's routes and dependency solving were
 two thirds of an acknowledgement's CPU and the acknowledgement itself one third. The FastAPI
 routes below stay for the OpenAPI document and for any request the direct path declines.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -24,7 +23,6 @@ from starlette.types import Receive, Scope, Send
 
 from api.errors import error_body
 from channels.base import RawRequest
-from core.settings import get_settings
 from services import webhook_intake
 from workers import metrics
 
@@ -49,57 +47,31 @@ def _accept(project_id: int, channel: str, raw: RawRequest) -> webhook_intake.Ac
     return webhook_intake.accept(project_id=project_id, channel=channel, raw=raw)
 
 
-async def answer_directly(scope: Scope, receive: Receive, send: Send) -> bool:
-    """Answer a vendor webhook without FastAPI; False when `scope` is not one (FastAPI's turn)."""
-    if scope["type"] != "http" or scope["method"] != "POST":
-        return False
+def is_direct(scope: Scope) -> bool:
+    """A vendor webhook that `answer` serves (anything else is FastAPI's)."""
+    return scope["type"] == "http" and scope["method"] == "POST" and _DIRECT_PATHS.fullmatch(scope["path"]) is not None
+
+
+async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a vendor webhook without FastAPI (the app puts its body-size limit around this)."""
     match = _DIRECT_PATHS.fullmatch(scope["path"])
-    if match is None:
-        return False
+    assert match is not None  # is_direct said so
     channel, project = [group for group in match.groups() if group is not None]
-    headers: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        # Starlette's `dict(request.headers)` keeps the first of repeated headers; so does this.
-        headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-    limit = get_settings().max_body_bytes
-    body = await _read_body(receive, headers.get("content-length"), limit)
-    if body is None:
-        response: Response = JSONResponse(
-            error_body("invalid_request", "too_large", f"Request body is larger than {limit} bytes."), status_code=413)
-    else:
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-        try:
-            response = await acknowledge(channel, int(project), RawRequest.build(body, headers, query))
-        except Exception:  # the database or broker failing: the vendor sees a 500 and retries
-            log.exception("webhook %s for project %s failed", channel, project)
-            response = JSONResponse(error_body("server_error", "error", "A server error occurred."), status_code=500)
+    raw = await raw_request(Request(scope, receive))  # outside the try: BodySizeLimit answers an oversized body
+    try:
+        response = await acknowledge(channel, int(project), raw)
+    except Exception:  # the database or broker failing: the vendor sees a 500 and retries
+        log.exception("webhook %s for project %s failed", channel, project)
+        response = JSONResponse(error_body("server_error", "error", "A server error occurred."), status_code=500)
     await response(scope, receive, send)
-    return True
 
 
-async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes | None:
-    """The whole body, or None once it is known to be larger than `limit`."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+async def raw_request(request: Request) -> RawRequest:
+    return RawRequest.build(await request.body(), dict(request.headers), dict(request.query_params))
 
 
 async def receive_with_fastapi(channel: str, project_id: int, request: Request) -> Response:
-    raw = RawRequest.build(await request.body(), dict(request.headers), dict(request.query_params))
-    return await acknowledge(channel, project_id, raw)
+    return await acknowledge(channel, project_id, await raw_request(request))
 
 
 @router.post("/webhooks/slack/{project_id}/events", summary="Slack Events API")

@@ -312,12 +312,7 @@ def slack_outbound(load: SlackLoad, fake: FakeSlack, base: str, api: str, header
     errors = 0
     # Warm-up, not measured (as list_tickets.py's first requests): the web processes' first
     # replies import and compile the reply path, which a server in service has long done.
-    warm_ids = []
-    for i in range(WARM_UP_REPLIES):
-        r = httpx.post(f"{api}/tickets/{targets[-1 - i % len(targets)]}/reply", headers=headers,
-                       json={"message": f"warm-up {i}"}, timeout=30)
-        r.raise_for_status()
-        warm_ids.append(r.json()["id"])
+    warm_ids = _post_replies(api, headers, targets[::-1], WARM_UP_REPLIES, "warm-up")
     warm_deadline = time.monotonic() + 60
     while len({r[1] for r in _deliveries(pg_url, warm_ids)} & received.keys()) < len(warm_ids) \
             and time.monotonic() < warm_deadline:
@@ -393,12 +388,7 @@ def slack_outbound(load: SlackLoad, fake: FakeSlack, base: str, api: str, header
     n_backlog = int(1000 * scale)
     for p in [p for p in dep.procs if "worker" in p.args]:
         dep.stop(p)
-    ids = []
-    for n in range(n_backlog):
-        r = httpx.post(f"{api}/tickets/{backlog_targets[n % 10]}/reply", headers=headers,
-                       json={"message": f"backlog {n}"}, timeout=30)
-        r.raise_for_status()
-        ids.append(r.json()["id"])
+    ids = _post_replies(api, headers, backlog_targets, n_backlog, "backlog")
     start = time.monotonic()
     dep.start(py, "-m", "cli", "worker", "--processes", str(args.worker_processes), "--threads", str(args.worker_threads))
     dids = {r[1] for r in _deliveries(pg_url, ids)}
@@ -414,6 +404,17 @@ def slack_outbound(load: SlackLoad, fake: FakeSlack, base: str, api: str, header
                                    "429s": rejected, "posted": posted}
     if posted < n_backlog:
         failures.append(f"slack backlog: {posted} of {n_backlog} posted")
+
+
+def _post_replies(api: str, headers: dict[str, str], tickets: list[str], count: int, label: str) -> list[str]:
+    """`count` replies, one after another, round the tickets; their message ids."""
+    ids = []
+    for n in range(count):
+        r = httpx.post(f"{api}/tickets/{tickets[n % len(tickets)]}/reply", headers=headers,
+                       json={"message": f"{label} {n}"}, timeout=30)
+        r.raise_for_status()
+        ids.append(r.json()["id"])
+    return ids
 
 
 def _delivery_id(params: dict[str, Any]) -> str:

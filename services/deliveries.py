@@ -81,7 +81,6 @@ _TICKETS = Ticket.__table__
 _MESSAGE_COLUMNS = ("id", "content", "author_name", "rich_content", "attachments", "delivery_status")
 # THREAD_FIELDS holds email_config_id and channel_source (which _email_threading needs).
 _TICKET_COLUMNS = ("id", "ticket_number", "project_id", *THREAD_FIELDS)
-_THREAD_START = len(_MESSAGE_COLUMNS) + len(_TICKET_COLUMNS) - len(THREAD_FIELDS)
 
 
 @lru_cache(maxsize=1)
@@ -138,13 +137,11 @@ def claim(*, session: Session, delivery_id: uuid.UUID, worker_id: str) -> Claim 
     if claimed is None:
         return None
     channel, attempts = claimed
-    row = conn.execute(read, {"b_delivery_id": delivery_id}).one()
-    # The read's columns in order (_claim_statements): THREAD_FIELDS come last.
-    (message_id, content, author_name, rich_content, listed, delivery_status,
-     ticket_id, ticket_number, project_id) = row[:_THREAD_START]
-    if delivery_status != "sending":
+    row = conn.execute(read, {"b_delivery_id": delivery_id}).one()._mapping
+    message_id, ticket_id = row["message_id"], row["ticket_id"]
+    if row["message_delivery_status"] != "sending":
         conn.execute(sending, {"b_message_id": message_id})
-    thread = dict(zip(THREAD_FIELDS, row[_THREAD_START:], strict=True))
+    thread = {name: row[f"ticket_{name}"] for name in THREAD_FIELDS}
     email_config_id = thread["email_config_id"]
     thread["email_config_id"] = str(email_config_id) if email_config_id else None
     thread.update(_email_threading(session=session, ticket_id=ticket_id, channel_source=thread["channel_source"],
@@ -152,15 +149,15 @@ def claim(*, session: Session, delivery_id: uuid.UUID, worker_id: str) -> Claim 
     reply = OutboundReply(
         delivery_id=str(delivery_id),
         ticket_id=str(ticket_id),
-        ticket_number=ticket_number,
-        text=content,
+        ticket_number=row["ticket_ticket_number"],
+        text=row["message_content"],
         thread=thread,
-        author_name=author_name,
-        rich_content=rich_content,
+        author_name=row["message_author_name"],
+        rich_content=row["message_rich_content"],
         # The team's files as links; the email channel swaps in their bytes (services.attachments).
-        attachments=attachment_links(message_id=message_id, listed=listed),
+        attachments=attachment_links(message_id=message_id, listed=row["message_attachments"]),
         attempt=attempts,
-        metadata={"project_id": project_id, "message_id": str(message_id)},
+        metadata={"project_id": row["ticket_project_id"], "message_id": str(message_id)},
     )
     return Claim(delivery_id, channel, attempts, bool(was_unknown), reply, thread)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from api.webhooks import _read_body
+from api.app import create_app
 from channels.slack import SlackSigner
 from tests.e2e.support import drain, wait_for
 from tests.fakes.slack_api import FakeSlack
@@ -153,22 +153,29 @@ def test_webhooks_answered_ahead_of_fastapi_are_still_documented_and_answer_alik
 
 
 def test_a_body_streamed_past_the_limit_is_refused_before_it_is_read_whole() -> None:
-    chunks = [{"type": "http.request", "body": b"x" * 600, "more_body": True} for _ in range(5)]
+    app = create_app()
+    chunks = [{"type": "http.request", "body": b"x" * 600_000, "more_body": True} for _ in range(5)]
     received: list[int] = []
+    sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         received.append(1)
         return chunks[len(received) - 1]
 
-    assert asyncio.run(_read_body(receive, None, 1000)) is None
-    assert len(received) == 2
-    whole = [{"type": "http.request", "body": b"ab", "more_body": True}, {"type": "http.request", "body": b"c"}]
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
 
-    async def receive_whole() -> dict[str, Any]:
-        return whole.pop(0)
+    def scope(headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        return {"type": "http", "method": "POST", "path": "/webhooks/slack/1/events", "headers": headers,
+                "query_string": b""}
 
-    assert asyncio.run(_read_body(receive_whole, None, 1000)) == b"abc"
-    assert asyncio.run(_read_body(receive_whole, "1001", 1000)) is None
+    asyncio.run(app(scope([]), receive, send))
+    assert len(received) == 2 and sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"])["code"] == "too_large"
+    received.clear()
+    sent.clear()
+    asyncio.run(app(scope([(b"content-length", b"1000001")]), receive, send))
+    assert received == [] and sent[0]["status"] == 413
 
 
 def test_a_poison_event_is_marked_failed_and_does_not_block_the_events_behind_it(
