@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -147,3 +147,54 @@ def session_scope(*, read_only: bool = False) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# -- after the outermost commit --------------------------------------------------------------
+#
+# SQLAlchemy fires a Session's after_commit when a savepoint (begin_nested) is released and
+# after_rollback when one is rolled back, not only when the transaction ends. Work queued for
+# "after commit" (sending a job, invalidating a cache) belongs to the whole transaction: run at
+# a RELEASE SAVEPOINT it would tell a worker about a row nobody can see yet; dropped at a
+# ROLLBACK TO SAVEPOINT it would forget what the rest of the transaction queued. Whatever a
+# rolled-back savepoint queued still runs after the outer commit: every job re-reads its row
+# and finds nothing to do, and an extra cache invalidation is harmless.
+
+SessionHook = Callable[[Session], None]
+
+
+def after_outer_commit(hook: SessionHook) -> SessionHook:
+    """Register `hook(session)` to run after a session's outermost transaction commits."""
+
+    @event.listens_for(Session, "after_commit")
+    def _after_commit(session: Session) -> None:
+        if not session.in_nested_transaction():
+            hook(session)
+
+    return hook
+
+
+def after_outer_rollback(hook: SessionHook) -> SessionHook:
+    """Register `hook(session)` to run after a session's outermost transaction rolls back."""
+
+    @event.listens_for(Session, "after_rollback")
+    def _after_rollback(session: Session) -> None:
+        if not session.in_nested_transaction():
+            hook(session)
+
+    return hook
+
+
+def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Call `callback()` once this session's transaction commits (never if it rolls back)."""
+    session.info.setdefault("after_commit_callbacks", []).append(callback)
+
+
+@after_outer_commit
+def _run_callbacks(session: Session) -> None:
+    for callback in session.info.pop("after_commit_callbacks", ()):
+        callback()
+
+
+@after_outer_rollback
+def _drop_callbacks(session: Session) -> None:
+    session.info.pop("after_commit_callbacks", None)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, make_transient_to_detached
 from core.cache import get_cache
 from core.clock import as_utc, now
 from core.crypto import hash_api_key, new_api_key, new_token
+from core.db import after_outer_commit, after_outer_rollback
 from models import ApiKey, Project, ProjectMember, User
 from services.errors import ValidationError
 
@@ -239,13 +240,13 @@ def _note_auth_statements(state: ORMExecuteState) -> None:
             state.session.info["auth_dirty"] = True
 
 
-@event.listens_for(Session, "after_commit")
+@after_outer_commit
 def _invalidate_grants_after_commit(session: Session) -> None:
     if session.info.pop("auth_dirty", None):
         invalidate_grants()
 
 
-@event.listens_for(Session, "after_rollback")
+@after_outer_rollback
 def _forget_auth_changes(session: Session) -> None:
     session.info.pop("auth_dirty", None)
 

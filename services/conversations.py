@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, event, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.cache import get_cache
 from core.clock import as_utc, now
-from core.db import session_scope
+from core.db import run_after_commit, session_scope
 from models import (
     AgentRun,
     AgentRunEvent,
@@ -358,10 +358,7 @@ def cancel_conversation(*, session: Session, project_id: int, user_id: int, conv
     conversation.updated_at = stamp
     run_id = run.id
 
-    def _flag(_: Session) -> None:
-        get_cache().set(_cancel_key(run_id), 1, ttl=3600)
-
-    event.listen(session, "after_commit", _flag, once=True)
+    run_after_commit(session, lambda: get_cache().set(_cancel_key(run_id), 1, ttl=3600))
 
 
 # -- queue ----------------------------------------------------------------------------------

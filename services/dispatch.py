@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import event
 from sqlalchemy.orm import Session
+
+from core.db import after_outer_commit, after_outer_rollback
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def after_commit(session: Session, kind: str, object_id: object) -> None:
     session.info.setdefault("dispatch", []).append((kind, str(object_id)))
 
 
-@event.listens_for(Session, "after_commit")
+@after_outer_commit
 def _dispatch_after_commit(session: Session) -> None:
     pending = session.info.pop("dispatch", None)
     for kind, object_id in pending or ():
@@ -47,6 +48,6 @@ def dispatch_now(kind: str, object_id: object) -> None:
         log.warning("dispatch of %s %s failed; the sweeper will pick it up", kind, object_id, exc_info=True)
 
 
-@event.listens_for(Session, "after_rollback")
+@after_outer_rollback
 def _forget_after_rollback(session: Session) -> None:
     session.info.pop("dispatch", None)

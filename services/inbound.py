@@ -9,7 +9,7 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -114,16 +114,41 @@ def _claimable(moment: Any) -> Any:
     )
 
 
+@lru_cache(maxsize=1)
+def _lease_statements() -> tuple[Any, Any, Any]:
+    """(claim, finish as processed/ignored, finish as failed): Core statements built once, with
+    bindparams. Every event runs the first two; as ORM-enabled UPDATEs each cost the ORM's
+    bulk-update machinery and a fresh cache key (a tenth of an ingest's CPU, measured)."""
+    r = RawEvent.__table__.c
+    event_id = bindparam("b_id", type_=r.id.type)
+    moment = bindparam("b_moment", type_=r.received_at.type)
+    claimable = or_(
+        (r.status == "pending") & (r.next_attempt_at <= moment),
+        (r.status == "processing") & (r.lease_expires_at < moment),
+    )
+    claim = (
+        update(RawEvent.__table__)
+        .where(r.id == event_id, claimable)
+        .values(status="processing", attempts=r.attempts + 1,
+                lease_expires_at=bindparam("b_lease_until", type_=r.lease_expires_at.type))
+        .returning(r.project_id, r.channel, r.event_id, r.body, r.headers, r.received_at, r.attempts)
+    )
+    failed = (
+        update(RawEvent.__table__)
+        .where(r.id == event_id)
+        .values(status=bindparam("b_status", type_=r.status.type), error=bindparam("b_error", type_=r.error.type),
+                lease_expires_at=None)
+    )
+    done = failed.values(processed_at=moment)
+    return claim, done, failed
+
+
 def claim_raw_event(*, session: Session, raw_event_id: uuid.UUID) -> tuple[int, str, AdapterEvent, int] | None:
     """Lease the event for one attempt: (project id, channel, event, attempt) or None."""
     moment = now()
-    row = session.execute(
-        update(RawEvent)
-        .where(RawEvent.id == raw_event_id, _claimable(moment))
-        .values(status="processing", lease_expires_at=moment + LEASE, attempts=RawEvent.attempts + 1)
-        .returning(RawEvent.project_id, RawEvent.channel, RawEvent.event_id, RawEvent.body, RawEvent.headers,
-                   RawEvent.received_at, RawEvent.attempts)
-        .execution_options(synchronize_session=False)
+    claim, _, _ = _lease_statements()
+    row = session.connection().execute(
+        claim, {"b_id": raw_event_id, "b_moment": moment, "b_lease_until": moment + LEASE}
     ).one_or_none()
     if row is None:
         return None
@@ -135,11 +160,12 @@ def claim_raw_event(*, session: Session, raw_event_id: uuid.UUID) -> tuple[int, 
 
 def finish_raw_event(*, session: Session, raw_event_id: uuid.UUID, status: str, error: str | None = None) -> None:
     """processed | ignored | failed. A failed event keeps its error and stays replayable."""
-    values: dict[str, Any] = {"status": status, "error": error[:2000] if error else None, "lease_expires_at": None}
+    _, done, failed = _lease_statements()
+    values = {"b_id": raw_event_id, "b_status": status, "b_error": error[:2000] if error else None}
     if status in ("processed", "ignored"):
-        values["processed_at"] = now()
-    session.execute(update(RawEvent).where(RawEvent.id == raw_event_id).values(**values)
-                    .execution_options(synchronize_session=False))
+        session.connection().execute(done, {**values, "b_moment": now()})
+    else:
+        session.connection().execute(failed, values)
 
 
 def retry_raw_event_later(*, session: Session, raw_event_id: uuid.UUID, error: str, delay: float) -> bool:

@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.clock import now
@@ -26,8 +28,10 @@ def add_customer_message(
     author_external_id: str | None = None,
     created_at: Any = None,
     channel_metadata: dict[str, Any] | None = None,
+    flush: bool = True,
 ) -> Message:
-    """Store a customer's message and update counters (reopens resolved/pending tickets)."""
+    """Store a customer's message and update counters (reopens resolved/pending tickets).
+    `flush=False` leaves the INSERT to the caller's next flush."""
     stamp = created_at or now()
     message = Message(
         id=uuid.uuid4(),
@@ -50,7 +54,8 @@ def add_customer_message(
     session.add(message)
     ticket_service.record_public_message(ticket=ticket, message=message, from_customer=True)
     mark_unread_dirty(session, ticket.project_id)
-    session.flush()
+    if flush:
+        session.flush()
     from services import sla
 
     sla.apply_on_customer_message(session=session, ticket=ticket, message=message)
@@ -78,58 +83,77 @@ def _external_key(channel: str, external_id: str) -> str:
     return external_id if channel == "email" else f"{channel}:{external_id}"
 
 
-def find_ticket_by_thread(*, session: Session, project_id: int, channel: str, thread_key: str) -> Ticket | None:
-    from sqlalchemy import select
+# Built once: ingest runs these for every event, and a statement built per call costs its
+# construction and its cache key each time.
+_TICKET_BY_THREAD = select(Ticket).where(
+    Ticket.project_id == bindparam("project_id"), Ticket.channel_source == bindparam("channel"),
+    Ticket.thread_key == bindparam("thread_key"), Ticket.deleted_at.is_(None),
+)
+_MESSAGE_BY_KEY = select(Message).where(Message.project_id == bindparam("project_id"),
+                                        Message.external_id == bindparam("key"))
+_MESSAGE_ID_BY_KEY = _MESSAGE_BY_KEY.with_only_columns(Message.id)
 
-    return session.scalar(
-        select(Ticket).where(
-            Ticket.project_id == project_id, Ticket.channel_source == channel, Ticket.thread_key == thread_key,
-            Ticket.deleted_at.is_(None),
-        )
-    )
+
+def find_ticket_by_thread(*, session: Session, project_id: int, channel: str, thread_key: str) -> Ticket | None:
+    return session.scalar(_TICKET_BY_THREAD, {"project_id": project_id, "channel": channel, "thread_key": thread_key})
 
 
 def _find_message(*, session: Session, project_id: int, key: str) -> Message | None:
-    from sqlalchemy import select
-
-    return session.scalar(select(Message).where(Message.project_id == project_id, Message.external_id == key))
+    return session.scalar(_MESSAGE_BY_KEY, {"project_id": project_id, "key": key})
 
 
 def _has_message(*, session: Session, project_id: int, key: str) -> bool:
-    from sqlalchemy import select
-
-    return session.scalar(select(Message.id).where(Message.project_id == project_id, Message.external_id == key)) is not None
+    return session.scalar(_MESSAGE_ID_BY_KEY, {"project_id": project_id, "key": key}) is not None
 
 
-def _find_or_create_ticket(*, session: Session, project_id: int, msg: Any) -> tuple[Ticket | None, bool]:
-    """The thread's ticket and whether this call created it."""
-    from sqlalchemy.exc import IntegrityError
+def _open_ticket(*, session: Session, project_id: int, msg: Any, key: str) -> tuple[Ticket | None, Message | None]:
+    """A new ticket for the message's thread with the message as its first: (ticket, message).
 
+    The ticket's INSERT already carries the message's counters and SLA clock (no UPDATE of
+    the row just inserted). In a savepoint: two events opening the same thread
+    at once (Slack's message + app_mention, GitHub's comment before `opened`) meet on the
+    unique thread key, and the loser gets (the winner's ticket, None) to add its message to."""
     from services.persons import upsert_person
 
-    ticket = find_ticket_by_thread(session=session, project_id=project_id, channel=msg.channel, thread_key=msg.thread_key)
-    if ticket is not None or not msg.creates_ticket:
-        return ticket, False
     author = msg.author
     distinct_id = author.distinct_id or (author.email.lower() if author.email else None)
     fields = {k: v for k, v in dict(msg.ticket_fields).items() if k in TICKET_FIELD_NAMES}
     try:
-        # A savepoint: two events opening the same thread at once (Slack's message +
-        # app_mention, GitHub's comment before `opened`) meet on the unique thread key.
         with session.begin_nested():
             if distinct_id:
                 upsert_person(session=session, project_id=project_id, distinct_id=distinct_id, name=author.name,
                               email=author.email)
-            created = ticket_service.create_ticket(
+            ticket = ticket_service.create_ticket(
                 session=session, project_id=project_id, channel_source=msg.channel,
                 channel_detail=msg.channel_detail, thread_key=msg.thread_key, distinct_id=distinct_id,
                 customer_name=author.name, customer_email=author.email.lower() if author.email else None,
-                email_subject=msg.subject, own_number_transaction=True, **fields,
+                email_subject=msg.subject, own_number_transaction=True, flush=False, **fields,
             )
+            message = _add_message(session=session, ticket=ticket, msg=msg, key=key, flush=False)
+            # The ticket first: without a relationship() between them the unit of work does
+            # not know that the message's row needs the ticket's.
+            session.flush([ticket])
+            session.flush()
     except IntegrityError:
         return find_ticket_by_thread(session=session, project_id=project_id, channel=msg.channel,
-                                     thread_key=msg.thread_key), False
-    return created, True
+                                     thread_key=msg.thread_key), None
+    return ticket, message
+
+
+def _add_message(*, session: Session, ticket: Ticket, msg: Any, key: str, flush: bool = True) -> Message:
+    """The message on its ticket: a customer's, or a team member's answer from the vendor's UI."""
+    attachments = [
+        {k: v for k, v in vars(a).items() if k != "content" and v is not None} for a in msg.attachments
+    ] or None
+    if msg.author.is_team_member:
+        return _add_team_message_from_channel(session=session, ticket=ticket, msg=msg, key=key,
+                                              attachments=attachments)
+    return add_customer_message(
+        session=session, ticket=ticket, content=msg.text, author_name=msg.author.name, external_id=key,
+        rich_content=dict(msg.rich_content) if msg.rich_content else None, attachments=attachments,
+        author_external_id=msg.author.external_id, created_at=msg.sent_at,
+        channel_metadata=_json_metadata(msg.metadata), flush=flush,
+    )
 
 
 @dataclass(frozen=True)
@@ -149,24 +173,20 @@ def apply_inbound(*, session: Session, project_id: int, messages: list[Any]) -> 
         if msg.kind == MessageKind.NEW:
             if _has_message(session=session, project_id=project_id, key=key):
                 continue  # de-duplicated by external id
-            ticket, created = _find_or_create_ticket(session=session, project_id=project_id, msg=msg)
+            ticket = find_ticket_by_thread(session=session, project_id=project_id, channel=msg.channel,
+                                           thread_key=msg.thread_key)
+            message = None
+            if ticket is None and msg.creates_ticket:
+                ticket, message = _open_ticket(session=session, project_id=project_id, msg=msg, key=key)
             if ticket is None:
                 orphans += 1  # a reply in a thread we do not track (or not yet)
                 continue
-            if msg.subject and not ticket.email_subject:
-                ticket.email_subject = msg.subject
-            attachments = [
-                {k: v for k, v in vars(a).items() if k != "content" and v is not None} for a in msg.attachments
-            ] or None
-            if msg.author.is_team_member:
-                _add_team_message_from_channel(session=session, ticket=ticket, msg=msg, key=key, attachments=attachments)
-            else:
-                message = add_customer_message(
-                    session=session, ticket=ticket, content=msg.text, author_name=msg.author.name, external_id=key,
-                    rich_content=dict(msg.rich_content) if msg.rich_content else None, attachments=attachments,
-                    author_external_id=msg.author.external_id, created_at=msg.sent_at,
-                    channel_metadata=_json_metadata(msg.metadata),
-                )
+            created = message is not None
+            if not created:
+                if msg.subject and not ticket.email_subject:
+                    ticket.email_subject = msg.subject
+                message = _add_message(session=session, ticket=ticket, msg=msg, key=key)
+            if message.author_type == "customer":
                 from services import ai_tickets
 
                 ai_tickets.on_customer_message(session=session, ticket=ticket, message=message, new_ticket=created)
@@ -204,7 +224,8 @@ def apply_inbound(*, session: Session, project_id: int, messages: list[Any]) -> 
     return Applied(changed, orphans)
 
 
-def _add_team_message_from_channel(*, session: Session, ticket: Ticket, msg: Any, key: str, attachments: Any) -> None:
+def _add_team_message_from_channel(*, session: Session, ticket: Ticket, msg: Any, key: str,
+                                   attachments: Any) -> Message:
     """A team member answered in the vendor's own UI: store it, never send it back."""
     stamp = msg.sent_at or now()
     message = Message(
@@ -215,3 +236,4 @@ def _add_team_message_from_channel(*, session: Session, ticket: Ticket, msg: Any
     )
     session.add(message)
     ticket_service.record_public_message(ticket=ticket, message=message, from_customer=False)
+    return message

@@ -225,6 +225,7 @@ def set_policy(*, session: Session, project_id: int, targets: Any, business_hour
     row.updated_at = stamp
     session.flush()
     get_cache().delete(_cache_key(project_id))
+    session.info.pop(_SESSION_POLICIES, None)
     return row
 
 
@@ -236,8 +237,20 @@ def _cache_key(project_id: int) -> str:
     return f"sla-policy:{project_id}"
 
 
+# A new ticket looks its project's policy up twice (new ticket, first message): kept on the
+# session for the rest of its life, one Redis read per unit of work.
+_SESSION_POLICIES = "sla_policies"
+
+
 def load_policy(*, session: Session, project_id: int) -> Policy | None:
     """The project's policy (cached 30 s; PUT invalidates), or None when it has none."""
+    known = session.info.setdefault(_SESSION_POLICIES, {})
+    if project_id not in known:
+        known[project_id] = _load_policy(session=session, project_id=project_id)
+    return known[project_id]
+
+
+def _load_policy(*, session: Session, project_id: int) -> Policy | None:
     cache = get_cache()
     cached = cache.get(_cache_key(project_id))
     if cached is None:

@@ -60,11 +60,14 @@ def _number_in_own_transaction(*, session: Session, project_id: int) -> tuple[in
     return int(number), stamp
 
 
-def create_ticket(*, session: Session, project_id: int, own_number_transaction: bool = False, **fields: Any) -> Ticket:
+def create_ticket(*, session: Session, project_id: int, own_number_transaction: bool = False, flush: bool = True,
+                  **fields: Any) -> Ticket:
     """Insert a ticket with the next number. `fields` are Ticket columns.
 
     `own_number_transaction` (the ingest workers) takes the number in a transaction of its own
-    on PostgreSQL instead of holding the project row until the caller commits.
+    on PostgreSQL instead of holding the project row until the caller commits. `flush=False`
+    leaves the INSERT to the caller's next flush (ingest writes the ticket with its first
+    message's counters in one INSERT).
     """
     numbered = _number_in_own_transaction(session=session, project_id=project_id) if own_number_transaction else None
     if numbered is not None:
@@ -88,7 +91,8 @@ def create_ticket(*, session: Session, project_id: int, own_number_transaction: 
     )
     ticket.status = fields.get("status") or "new"
     session.add(ticket)
-    session.flush()
+    if flush:
+        session.flush()
     mark_unread_dirty(session, project_id)
     from services import sla
 

@@ -3,20 +3,21 @@
 The count itself is kept by database triggers in `unread_counters` (models/unread.py), so a
 cache miss reads a few rows rather than summing every unread ticket.
 
-Invalidation bumps a per-project generation number as well as deleting the cached value, and
-a cached value is only used while its generation is current. Without the generation, a reader
-that computed the sum just before a change committed could store the old sum after the change
-deleted the key, and serve it for the next 30 s.
+Invalidation bumps a per-project generation number (one Redis round trip for any number of
+projects), and a cached value is only used while its generation is current. Deleting the
+cached value instead would not do: a reader that computed the sum just before a change
+committed could store the old sum after the change deleted the key, and serve it for 30 s.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.cache import get_cache
+from core.db import after_outer_commit, after_outer_rollback
 from models import UnreadCounter
 
 TTL_SECONDS = 30
@@ -38,20 +39,17 @@ def mark_unread_dirty(session: Session, project_id: int) -> None:
 
 def invalidate(project_ids: set[int] | list[int]) -> None:
     """Forget the cached counts of these projects (done for you after a commit that marked them)."""
-    cache = get_cache()
-    for project_id in project_ids:
-        cache.incr(_generation_key(project_id), ttl=GENERATION_TTL_SECONDS)
-    cache.delete(*(_key(p) for p in project_ids))
+    get_cache().incr_many([(_generation_key(p), GENERATION_TTL_SECONDS) for p in sorted(project_ids)])
 
 
-@event.listens_for(Session, "after_commit")
+@after_outer_commit
 def _invalidate_after_commit(session: Session) -> None:
     dirty = session.info.pop("unread_dirty", None)
     if dirty:
         invalidate(dirty)
 
 
-@event.listens_for(Session, "after_rollback")
+@after_outer_rollback
 def _forget_after_rollback(session: Session) -> None:
     session.info.pop("unread_dirty", None)
 
