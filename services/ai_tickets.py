@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from core.clock import now
@@ -53,8 +53,10 @@ POSITIVE_REPLY = re.compile(
 def settings_for(*, session: Session, project_id: int) -> ProjectAISettings:
     """The project's AI settings (the defaults, unsaved, until someone changes them)."""
     found = session.get(ProjectAISettings, project_id)
-    if found is not None:
-        return found
+    return found if found is not None else _default_settings(project_id)
+
+
+def _default_settings(project_id: int) -> ProjectAISettings:
     return ProjectAISettings(project_id=project_id, auto_triage=True, auto_answer=False,
                              auto_answer_channels=["widget", "email"], answer_confidence=0.6, updated_at=now())
 
@@ -95,8 +97,9 @@ class TicketQuestion:
     text: str
 
 
-def _question(session: Session, ticket: Ticket) -> TicketQuestion:
-    """What the customer asked: their messages since the team last answered publicly."""
+def _question(session: Session, ticket: Any) -> TicketQuestion:
+    """What the customer asked: their messages since the team last answered publicly.
+    `ticket`: a Ticket, or a row with its id, project_id, channel_source and email_subject."""
     rows = session.execute(
         select(Message.author_type, Message.content)
         .where(Message.ticket_id == ticket.id, Message.is_private.is_(False), Message.deleted_at.is_(None))
@@ -138,13 +141,16 @@ def triage_ticket(*, project_id: int, ticket_ref: str | uuid.UUID, runtime: Agen
                                           channel=question.channel, toolbox=toolbox))
     result["triaged_at"] = now().isoformat()
     with session_scope() as session:
-        # Not an edit by anyone: keep updated_at (the list's order) as it was.
-        session.execute(
-            update(Ticket).where(Ticket.id == question.ticket_id)
-            .values(ai_triage=result, updated_at=Ticket.updated_at)
-            .execution_options(synchronize_session=False)
-        )
+        session.connection().execute(_STORE_TRIAGE, {"b_ticket_id": question.ticket_id, "b_triage": result})
     return result
+
+
+_TICKETS = Ticket.__table__
+# Not an edit by anyone: updated_at (the list's order) stays as it was.
+_STORE_TRIAGE = (
+    update(_TICKETS).where(_TICKETS.c.id == bindparam("b_ticket_id", type_=_TICKETS.c.id.type))
+    .values(ai_triage=bindparam("b_triage", type_=_TICKETS.c.ai_triage.type), updated_at=_TICKETS.c.updated_at)
+)
 
 
 # -- drafts ---------------------------------------------------------------------------------
@@ -220,11 +226,13 @@ def on_customer_message(*, session: Session, ticket: Ticket, message: Message, n
 def process_new_ticket(*, ticket_id: uuid.UUID | str, runtime: AgentRuntime | None = None) -> dict[str, Any]:
     """Triage and auto-answer a new ticket as its project's AI settings say (the worker's job)."""
     with session_scope(read_only=True) as session:
-        ticket = session.get(Ticket, uuid.UUID(str(ticket_id)))
+        # The ticket's few fields and its project's settings in one statement: every new
+        # ticket of every channel comes through here.
+        ticket = session.execute(_NEW_TICKET, {"ticket_id": uuid.UUID(str(ticket_id))}).first()
         if ticket is None or ticket.deleted_at is not None:
             return {"triage": None, "answer": "skipped"}
         project_id, channel = ticket.project_id, ticket.channel_source
-        settings = settings_for(session=session, project_id=project_id)
+        settings = ticket.ProjectAISettings or _default_settings(project_id)
         auto_triage, auto = settings.auto_triage, settings.auto_answer
         channels = list(settings.auto_answer_channels or [])
         question = _question(session, ticket) if auto_triage else None
@@ -235,6 +243,14 @@ def process_new_ticket(*, ticket_id: uuid.UUID | str, runtime: AgentRuntime | No
     if auto and channel in channels:
         outcome["answer"] = auto_answer(project_id=project_id, ticket_ref=ticket_id, runtime=runtime)
     return outcome
+
+
+_NEW_TICKET = (
+    select(Ticket.id, Ticket.project_id, Ticket.channel_source, Ticket.email_subject, Ticket.deleted_at,
+           ProjectAISettings)
+    .outerjoin(ProjectAISettings, ProjectAISettings.project_id == Ticket.project_id)
+    .where(Ticket.id == bindparam("ticket_id"))
+)
 
 
 def _has_team_answer(session: Session, ticket: Ticket) -> bool:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from models import Person, PersonDistinctId
 
+# Built once: every ingested message that opens a ticket looks its author up.
+_PERSON_BY_DISTINCT_ID = (
+    select(Person).join(PersonDistinctId, PersonDistinctId.person_id == Person.id)
+    .where(PersonDistinctId.project_id == bindparam("project_id"),
+           PersonDistinctId.distinct_id == bindparam("distinct_id"))
+)
 
 def upsert_person(
     *,
@@ -22,10 +28,7 @@ def upsert_person(
 ) -> Person:
     """Find the person behind `distinct_id` or create one; fill in what we learned."""
     email = email.strip().lower() if email else None
-    person = session.scalar(
-        select(Person).join(PersonDistinctId, PersonDistinctId.person_id == Person.id)
-        .where(PersonDistinctId.project_id == project_id, PersonDistinctId.distinct_id == distinct_id)
-    )
+    person = session.scalar(_PERSON_BY_DISTINCT_ID, {"project_id": project_id, "distinct_id": distinct_id})
     if person is None:
         person = Person(project_id=project_id, name=name, email=email, properties=dict(properties or {}),
                         is_identified=is_identified)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -27,7 +27,10 @@ MAX_TAGS_PER_REQUEST = 100
 MAX_TAG_LENGTH = 255
 
 
-_NUMBER_STATEMENT = update(Project).values(ticket_seq=Project.ticket_seq + 1).returning(Project.ticket_seq)
+_NUMBER_STATEMENT = (
+    update(Project.__table__).where(Project.__table__.c.id == bindparam("project_id"))
+    .values(ticket_seq=Project.__table__.c.ticket_seq + 1).returning(Project.__table__.c.ticket_seq)
+)
 
 
 def next_ticket_number(*, session: Session, project_id: int) -> int:
@@ -38,7 +41,7 @@ def next_ticket_number(*, session: Session, project_id: int) -> int:
     the counter only grows (deleting a ticket does not lower it). The row stays locked until
     the caller commits, so numbers are gap-free and follow commit order.
     """
-    return int(session.execute(_NUMBER_STATEMENT.where(Project.id == project_id)).scalar_one())
+    return int(session.connection().execute(_NUMBER_STATEMENT, {"project_id": project_id}).scalar_one())
 
 
 def _number_in_own_transaction(*, session: Session, project_id: int) -> tuple[int, datetime] | None:
@@ -55,7 +58,7 @@ def _number_in_own_transaction(*, session: Session, project_id: int) -> tuple[in
     if bind.dialect.name != "postgresql":
         return None
     with bind.engine.connect() as conn, conn.begin():
-        number = conn.execute(_NUMBER_STATEMENT.where(Project.id == project_id)).scalar_one()
+        number = conn.execute(_NUMBER_STATEMENT, {"project_id": project_id}).scalar_one()
         stamp = now()
     return int(number), stamp
 
