@@ -21,6 +21,29 @@ from services import tickets as ticket_service
 log = logging.getLogger(__name__)
 # Rows enqueued a moment ago are probably still in the broker's queue; give them this long.
 SWEEP_GRACE_SECONDS = 5.0
+# Every raw event is enqueued when it is stored (and a retry as a delayed message), so while the
+# inbound queue holds a backlog, due events are most likely waiting in it: re-sending them every
+# sweep (500 at a time) doubled the messages of a 6,000-event drain, each a claim that found
+# nothing to do. One lost under a backlog is re-sent once it is this old. (Not for deliveries:
+# scheduled ones, campaigns and paced replies, reach the workers through the sweeper.)
+INBOUND_BACKLOG_GRACE_SECONDS = 60.0
+
+
+def _inbound_grace(queue_name: str) -> float:
+    return INBOUND_BACKLOG_GRACE_SECONDS if _waiting_in(queue_name) else SWEEP_GRACE_SECONDS
+
+
+def _waiting_in(queue_name: str) -> int:
+    """Messages waiting in the broker's queue; 0 when it cannot say (in-process broker, Redis down)."""
+    from workers.broker import broker
+
+    client = getattr(broker, "client", None)
+    if client is None:
+        return 0
+    try:
+        return int(client.llen(f"{broker.namespace}:{queue_name}"))
+    except Exception:  # Redis down: the sends below fail too, and the next sweep tries again
+        return 0
 
 
 def sweep() -> dict[str, int]:
@@ -28,8 +51,9 @@ def sweep() -> dict[str, int]:
     from workers.inbound import ingest_event
     from workers.outbound import deliver
 
+    inbound_grace = _inbound_grace(ingest_event.queue_name)
     with session_scope(read_only=True) as session:
-        events = inbound.due_raw_events(session=session, grace=SWEEP_GRACE_SECONDS)
+        events = inbound.due_raw_events(session=session, grace=inbound_grace)
         due = deliveries.due_deliveries(session=session, grace=SWEEP_GRACE_SECONDS)
     for raw_event_id in events:
         ingest_event.send(str(raw_event_id))
