@@ -1,0 +1,40 @@
+"""Long-running processes move their start-up objects out of Python's full collections once
+they have started (core.heap): the web app when its lifespan starts, a worker when it boots."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    yield
+    gc.unfreeze()
+
+
+def test_the_web_app_freezes_its_startup_objects(db, unfrozen, monkeypatch):
+    from api.app import create_app
+
+    monkeypatch.setenv("TICKETWIRE_EMBEDDED_WORKERS", "0")  # the web process alone, no worker boot
+
+    with TestClient(create_app()):
+        # Everything imported to serve (FastAPI, SQLAlchemy, the models and routes): many
+        # thousands of objects that a full collection no longer walks.
+        assert gc.get_freeze_count() > 10_000
+
+
+def test_a_worker_freezes_its_startup_objects_when_it_boots(db, unfrozen):
+    from workers.broker import make_worker
+
+    worker = make_worker(threads=1)
+    worker.start()
+    try:
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        worker.stop()
