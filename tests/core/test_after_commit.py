@@ -10,7 +10,7 @@ import pytest
 
 from core.cache import get_cache
 from core.db import run_after_commit, session_scope
-from services import accounts
+from services import accounts, dispatch
 from services.dispatch import after_commit, install_dispatcher
 from services.unread import _generation_key, mark_unread_dirty
 
@@ -18,11 +18,12 @@ from services.unread import _generation_key, mark_unread_dirty
 @pytest.fixture
 def dispatched() -> Iterator[list[tuple[str, str]]]:
     sent: list[tuple[str, str]] = []
+    previous = dispatch._dispatcher
     install_dispatcher(lambda kind, object_id: sent.append((kind, object_id)))
     try:
         yield sent
     finally:
-        install_dispatcher(None)
+        install_dispatcher(previous)  # the workers' dispatcher, for the tests that follow
 
 
 def _project(name: str) -> int:

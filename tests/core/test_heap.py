@@ -9,13 +9,26 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from core import heap
+
 
 @pytest.fixture
-def unfrozen() -> Iterator[None]:
+def unfrozen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A process that has not frozen anything yet (the suite's own process may have)."""
     gc.unfreeze()
+    monkeypatch.setattr(heap, "_frozen", False)
     assert gc.get_freeze_count() == 0
     yield
     gc.unfreeze()
+
+
+def test_a_process_freezes_once(unfrozen):
+    heap.freeze_startup_objects()
+    frozen = gc.get_freeze_count()
+    assert frozen > 10_000
+    gc.unfreeze()
+    heap.freeze_startup_objects()  # a second start in the same process (embedded mode): no-op
+    assert gc.get_freeze_count() == 0
 
 
 def test_the_web_app_freezes_its_startup_objects(db, unfrozen, monkeypatch):
