@@ -98,10 +98,8 @@ def scheduler() -> None:
     from core.logs import configure
 
     configure()
-    from core.heap import freeze_startup_objects
     from workers.periodic import Scheduler
 
-    freeze_startup_objects()
     Scheduler().run_forever()
 
 
