@@ -98,7 +98,10 @@ def scheduler() -> None:
     from core.logs import configure
 
     configure()
+    from core.heap import freeze_startup_objects
     from workers.periodic import Scheduler
+
+    freeze_startup_objects()
 
     Scheduler().run_forever()
 

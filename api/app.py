@@ -14,6 +14,7 @@ from api import tickets, webhooks
 from api.errors import error_body, install_error_handlers
 from api.routing import include_project_router
 from core.db import DATABASE_POOL_SIZE
+from core.heap import freeze_startup_objects
 from core.settings import get_settings
 from services.attachments import MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES
 
@@ -117,6 +118,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler = Scheduler()
         scheduler.start_thread()
         log.info("embedded mode: worker threads and periodic jobs run in this process")
+    freeze_startup_objects()
     try:
         yield
     finally:

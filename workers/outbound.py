@@ -16,6 +16,7 @@ from channels.base import ChannelAdapter, DeliveryResult, DeliveryStatus, Outbou
 from channels.errors import ChannelNotConfiguredError
 from channels.registry import CHANNELS, get_spec
 from core.db import get_engine, session_scope
+from core.heap import freeze_startup_objects
 from services import deliveries, integrations, pacing
 from services.deliveries import Claim
 from workers import broker as _broker  # noqa: F401  (sets the broker before the actor exists)
@@ -191,6 +192,7 @@ class _WarmUp(dramatiq.Middleware):
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         warm_up()
+        freeze_startup_objects()
 
 
 _broker.broker.add_middleware(_WarmUp())
