@@ -162,26 +162,23 @@ def session_scope(*, read_only: bool = False) -> Iterator[Session]:
 SessionHook = Callable[[Session], None]
 
 
-def after_outer_commit(hook: SessionHook) -> SessionHook:
-    """Register `hook(session)` to run after a session's outermost transaction commits."""
+def _on_outermost(session_event: str) -> Callable[[SessionHook], SessionHook]:
+    """A decorator registering `hook(session)` for a Session event, skipping savepoints."""
 
-    @event.listens_for(Session, "after_commit")
-    def _after_commit(session: Session) -> None:
-        if not session.in_nested_transaction():
-            hook(session)
+    def register(hook: SessionHook) -> SessionHook:
+        @event.listens_for(Session, session_event)
+        def _listener(session: Session) -> None:
+            if not session.in_nested_transaction():
+                hook(session)
 
-    return hook
+        return hook
+
+    return register
 
 
-def after_outer_rollback(hook: SessionHook) -> SessionHook:
-    """Register `hook(session)` to run after a session's outermost transaction rolls back."""
-
-    @event.listens_for(Session, "after_rollback")
-    def _after_rollback(session: Session) -> None:
-        if not session.in_nested_transaction():
-            hook(session)
-
-    return hook
+# Run `hook(session)` after a session's outermost transaction commits / rolls back.
+after_outer_commit = _on_outermost("after_commit")
+after_outer_rollback = _on_outermost("after_rollback")
 
 
 def run_after_commit(session: Session, callback: Callable[[], None]) -> None:
