@@ -21,6 +21,7 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -56,8 +57,12 @@ class FakeGitHub(FakeServer):
         installation_id: int | None = None,
         content_limits: tuple[tuple[float, int], ...] = CONTENT_LIMITS,
         secondary_limit_status: int = 403,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
+        # What the content windows are measured with; a test that counts requests against a
+        # window freezes it, so a slow machine cannot spread them over two windows.
+        self.clock = clock
         self.content_limits = content_limits
         self.secondary_limit_status = secondary_limit_status
         self.secondary_rate_limited = 0  # content-creating requests refused over a limit
@@ -159,7 +164,7 @@ class FakeGitHub(FakeServer):
     def _over_content_limit(self, call: Call) -> Reply | None:
         """Count a content-creating request against its credential's windows, or refuse it."""
         credential = call.headers.get("authorization", "").partition(" ")[2]
-        now = time.monotonic()
+        now = self.clock()
         with self._state_lock:
             times = self._created_at[credential]
             wait = window_wait(times, self.content_limits, now)

@@ -23,6 +23,7 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -71,6 +72,9 @@ class FakeTeams:
         self.issuer = issuer or TokenIssuer()
         self.send_limits = send_limits
         self.rate_limited = 0  # posts refused with 429 over a per-thread limit
+        # What the send windows are measured with; a test that counts posts against a window
+        # freezes it, so a slow machine cannot spread the posts over two windows.
+        self.clock: Callable[[], float] = time.monotonic
         self._sent_at: dict[str, deque[float]] = defaultdict(deque)  # per thread, monotonic
         self._held: list[float] = []
         self.app_id = app_id
@@ -137,6 +141,7 @@ class FakeTeams:
             self._sent_at.clear()
             self._held.clear()
             self.rate_limited = 0
+            self.clock = time.monotonic
         with self.server._lock:
             self.server.calls.clear()
             self.server._failures.clear()
@@ -203,7 +208,7 @@ class FakeTeams:
     def _over_send_limit(self, conversation_id: str) -> Reply | None:
         """Count a post against its thread's windows, or refuse it with 429 + Retry-After."""
         thread = conversation_id.split(";messageid=")[0]
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             times = self._sent_at[thread]
             wait = window_wait(times, self.send_limits, now)

@@ -136,6 +136,7 @@ def test_pacing_shares_one_bucket_per_account_whatever_the_repository(github_api
 
 def test_the_fake_enforces_githubs_published_content_creation_limits_per_token(github_api: FakeGitHub) -> None:
     assert github_api.content_limits == CONTENT_CREATION_LIMITS == ((60.0, 80), (3600.0, 500))
+    github_api.clock = fixed_clock  # every request in one instant, however slow the machine
     adapter = make_adapter(github_api)
     results = [adapter.deliver(reply(delivery_id=f"dlv-{n}")) for n in range(81)]
     assert {r.status for r in results[:80]} == {DeliveryStatus.DELIVERED}
@@ -151,7 +152,8 @@ def test_the_fake_enforces_githubs_published_content_creation_limits_per_token(g
 
 @pytest.mark.parametrize("status", [403, 429])
 def test_scaled_limits_refuse_comment_creates_and_edits_over_a_window_with_retry_after(status: int) -> None:
-    with FakeGitHub(token=TOKEN, content_limits=((1.0, 3),), secondary_limit_status=status) as api:
+    # Every request in one instant, however slow the machine.
+    with FakeGitHub(token=TOKEN, content_limits=((1.0, 3),), secondary_limit_status=status, clock=fixed_clock) as api:
         adapter = make_adapter(api)
         posted = [adapter.deliver(reply(delivery_id=f"dlv-{n}")) for n in range(3)]
         edited = adapter.edit_delivered(reply(text="edited"), posted[0].external_id or "")
