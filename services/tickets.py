@@ -45,22 +45,26 @@ def next_ticket_number(*, session: Session, project_id: int) -> int:
 
 
 def _number_in_own_transaction(*, session: Session, project_id: int) -> tuple[int, datetime] | None:
-    """The next number and its creation stamp, taken in a short transaction of their own.
+    """The next number and its creation stamp, taken outside the caller's transaction.
 
     For the ingest workers on PostgreSQL: holding the project row until the whole ticket,
     message and raw event were written made every concurrent ingest wait for the one before
-    it (measured: half the worker threads blocked on that row lock). Committing the counter at
-    once trades that for a gap when the ticket's own transaction later rolls back. The stamp
-    is taken while the row is still locked, so created_at still follows ticket_number. None
-    on SQLite, whose single writer is the caller: a second writer would wait for it forever.
+    it. A short transaction of its own (BEGIN, UPDATE, COMMIT) still held the row across two
+    round trips and the Python in between: with eight worker threads to a process, a thread
+    often waited for the GIL before it could send COMMIT, and the next ingests queued on the
+    row (sampled in pg_stat_activity during a drain: ~0.5 sessions waiting on it at any
+    moment, at ~200 events/s). In autocommit the UPDATE is its own transaction and the row is
+    locked for that one statement. The costs: a gap when the ticket's own transaction later
+    rolls back, and a stamp taken just after the number, so two tickets ingested within the
+    same few milliseconds may have created_at in the other order than their numbers. None on
+    SQLite, whose single writer is the caller: a second writer would wait for it forever.
     """
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
         return None
-    with bind.engine.connect() as conn, conn.begin():
+    with bind.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         number = conn.execute(_NUMBER_STATEMENT, {"project_id": project_id}).scalar_one()
-        stamp = now()
-    return int(number), stamp
+    return int(number), now()
 
 
 def create_ticket(*, session: Session, project_id: int, own_number_transaction: bool = False, flush: bool = True,

@@ -1,12 +1,15 @@
-"""The triggers of migration 0007_unread_counters keep `unread_counters` equal to the sum of
+"""The triggers of migrations 0007_unread_counters and 0010_unread_counter_slots keep `unread_counters` equal to the sum of
 unread_team_count over each project's live, unresolved tickets, whatever writes the tickets."""
 
 from __future__ import annotations
 
 import random
 import uuid
+from contextlib import ExitStack
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import delete, func, select, text, update
 
 from core.clock import now
@@ -90,3 +93,36 @@ def test_the_counters_follow_raw_sql_and_a_random_mix_of_changes(db):
         with engine.begin() as conn:
             conn.execute(text(f"UPDATE tickets SET {change[0]} WHERE id = :id"), {**change[1], "id": key})
     _assert_counters_match_the_tickets(first, second)
+
+
+
+@pytest.mark.parametrize("db", ["postgres"], indirect=True)  # SQLite: one writer, one row per project
+def test_concurrent_ticket_writers_on_two_backends_do_not_queue_on_one_counter_row(db):
+    """A transaction's slot is its backend's (0010_unread_counter_slots): two open transactions
+    whose txids fall in the same slot of any txid-based scheme up to 128 slots (the old one was
+    `txid % 16`) each add a new unread ticket without waiting for the other."""
+    first, _ = _projects()
+    engine = get_engine()
+    insert = text("INSERT INTO tickets (id, project_id, ticket_number, channel_source, status, priority, "
+                  "created_at, updated_at, message_count, unread_team_count, unread_customer_count, ai_resolved) "
+                  "VALUES (:id, :project, :number, 'widget', 'open', 'medium', now(), now(), 1, 1, 0, false)")
+    with ExitStack() as stack:
+        # Two backends in different slots (pool connections held at once are distinct backends).
+        slots: dict[int, Any] = {}
+        while len(slots) < 2:
+            conn = stack.enter_context(engine.connect())
+            slots.setdefault(conn.execute(text("SELECT pg_backend_pid() % 128")).scalar_one(), conn)
+            conn.commit()
+        a, b = slots.values()
+        txid_a = a.execute(text("SELECT txid_current()")).scalar_one()  # a's transaction stays open
+        while True:  # burn txids until b's next one is a's plus a multiple of 128
+            with engine.begin() as burner:
+                if (burner.execute(text("SELECT txid_current()")).scalar_one() + 1 - txid_a) % 128 == 0:
+                    break
+        assert (b.execute(text("SELECT txid_current()")).scalar_one() - txid_a) % 128 == 0
+        a.execute(insert, {"id": uuid.uuid4(), "project": first, "number": 900001})
+        b.execute(text("SET LOCAL lock_timeout = '2s'"))
+        b.execute(insert, {"id": uuid.uuid4(), "project": first, "number": 900002})  # raises if it queued
+        b.commit()
+        a.commit()
+    _assert_counters_match_the_tickets(first)
