@@ -58,7 +58,9 @@ def dev(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Optio
 @app.command()
 def worker(processes: int = typer.Option(1, "--processes"), threads: int = typer.Option(8, "--threads"),
            nice: int = typer.Option(5, "--nice", envvar="TICKETWIRE_WORKER_NICE",
-                                    help="CPU priority below the web server's (0 = the same).")) -> None:
+                                    help="CPU priority below the web server's (0 = the same)."),
+           queues: str = typer.Option("", "--queues",
+                                      help="Comma-separated queues to consume (default: all).")) -> None:
     """Dramatiq worker(s) on Redis (REDIS_URL): ingest, deliver, agent runs."""
     import signal
     import subprocess
@@ -71,7 +73,7 @@ def worker(processes: int = typer.Option(1, "--processes"), threads: int = typer
         os.nice(nice)
     children = [
         subprocess.Popen([sys.executable, "-m", "cli", "worker", "--processes", "1", "--threads", str(threads),
-                          "--nice", "0"])
+                          "--nice", "0", "--queues", queues])
         for _ in range(processes - 1)
     ]
     import workers.actors  # noqa: F401
@@ -82,7 +84,7 @@ def worker(processes: int = typer.Option(1, "--processes"), threads: int = typer
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    w = make_worker(threads)
+    w = make_worker(threads, queues=[q.strip() for q in queues.split(",") if q.strip()])
     w.start()
     typer.echo(f"worker started ({threads} threads)", err=True)
     stop.wait()

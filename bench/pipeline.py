@@ -101,6 +101,9 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--worker-threads", type=int, default=8)
     parser.add_argument("--worker-processes", type=int, default=2, help="ticketwire worker --processes")
+    parser.add_argument("--split-queues", metavar="IN,OUT", default="",
+                        help="threads per process for inbound+agent workers (--worker-processes of them) and "
+                             "for one outbound worker process, e.g. 4,8 (default: every worker on every queue)")
     parser.add_argument("--rate", type=float, default=200.0, help="webhooks/s of the inbound-to-ticket rows")
     parser.add_argument("--channels", default=",".join(CHANNELS), help="comma-separated subset of slack,github,teams")
     parser.add_argument("--ack-only", action="store_true", help="only the bare route and the ack throughput")
@@ -122,7 +125,7 @@ def main() -> None:
     })
     results: dict[str, Any] = {"run": {"quick": args.quick, "channels": chosen, "cpus": os.cpu_count(),
                                        "load_average_start": load_average(), "web_workers": args.web_workers,
-                                       "worker_threads": args.worker_threads}}
+                                       "worker_threads": args.worker_threads, "split_queues": args.split_queues}}
     failures: list[str] = []
     # A SIGTERM (e.g. the job being stopped) still stops the servers and prints the results.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -222,7 +225,7 @@ def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, de
 
         # -- 4. workers on; drain what the full-speed runs stored -------------------------
         progress("workers on: draining the full-speed runs")
-        dep.start(py, "-m", "cli", "worker", "--processes", str(args.worker_processes), "--threads", str(args.worker_threads))
+        start_workers(dep, py, args)
         dep.start(py, "-m", "cli", "scheduler")
         stored_all = sql(pg_url, "SELECT count(*) FROM raw_events WHERE project_id = %s", (project_id,))[0][0]
         drain = wait_drained(pg_url, dep, timeout=1800 * scale + 300)
@@ -283,6 +286,18 @@ def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, de
     # -- 10. bare Dramatiq no-op actor drained by the same worker settings -------------------
     progress("bare Dramatiq")
     results["bare_dramatiq"] = bare_dramatiq(redis_url, dep, int(5000 * scale), args.worker_threads)
+
+
+def start_workers(dep: Deployment, py: str, args: argparse.Namespace) -> None:
+    if not args.split_queues:
+        dep.start(py, "-m", "cli", "worker", "--processes", str(args.worker_processes),
+                  "--threads", str(args.worker_threads))
+        return
+    inbound_threads, outbound_threads = (int(n) for n in args.split_queues.split(","))
+    dep.start(py, "-m", "cli", "worker", "--processes", str(args.worker_processes), "--threads", str(inbound_threads),
+              "--queues", "inbound,agent")
+    dep.start(py, "-m", "cli", "worker", "--processes", "1", "--threads", str(outbound_threads),
+              "--queues", "outbound,outbound_paced")
 
 
 def slack_outbound(load: SlackLoad, fake: FakeSlack, base: str, api: str, headers: dict[str, str], project_id: int,
@@ -390,7 +405,7 @@ def slack_outbound(load: SlackLoad, fake: FakeSlack, base: str, api: str, header
         dep.stop(p)
     ids = _post_replies(api, headers, backlog_targets, n_backlog, "backlog")
     start = time.monotonic()
-    dep.start(py, "-m", "cli", "worker", "--processes", str(args.worker_processes), "--threads", str(args.worker_threads))
+    start_workers(dep, py, args)
     dids = {r[1] for r in _deliveries(pg_url, ids)}
     deadline = start + 3600 * scale + 300
     while len(dids & received.keys()) < n_backlog and time.monotonic() < deadline:

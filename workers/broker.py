@@ -54,5 +54,7 @@ broker = _build()
 dramatiq.set_broker(broker)
 
 
-def make_worker(threads: int = 8) -> dramatiq.Worker:
-    return dramatiq.Worker(broker, worker_threads=threads, worker_timeout=WORKER_TIMEOUT_MS)
+def make_worker(threads: int = 8, queues: list[str] | None = None) -> dramatiq.Worker:
+    """A Worker on every queue, or on `queues` only (with their delay queues)."""
+    return dramatiq.Worker(broker, worker_threads=threads, worker_timeout=WORKER_TIMEOUT_MS,
+                           queues=set(queues) if queues else None)

@@ -107,3 +107,22 @@ def test_with_redis_down_webhooks_and_replies_are_accepted_and_all_land_when_it_
             post(stack, ctx["project_id"], event(n))
         time.sleep(1.5)
         assert len(tickets(ctx)) == 11
+
+
+def test_workers_given_queues_consume_only_those(stack: Stack) -> None:
+    """`ticketwire worker --queues`: a deployment can give ingest and deliveries their own
+    processes (bench/RESULTS.md has the thread counts that suit each)."""
+    with FakeSlack() as fake:
+        fake.add_user("U061F7AUR", real_name="Carla", email="carla@customer.test")
+        stack.start_web()
+        ctx = bootstrap(stack, fake)
+        stack.start("ingest", "worker", "--threads", "2", "--queues", "inbound,agent")
+        assert post(stack, ctx["project_id"], event(1), fake).status_code == 200
+        ticket = wait_for(lambda: tickets(ctx))[0]
+        r = httpx.post(f"{ctx['base']}/tickets/{ticket['id']}/reply", headers=ctx["headers"], json={"message": "Fixed!"})
+        assert r.status_code == 201
+        time.sleep(1.5)
+        assert fake.posts == []  # no worker consumes "outbound" yet
+        stack.start("deliver", "worker", "--threads", "2", "--queues", "outbound,outbound_paced")
+        wait_for(lambda: fake.posts, timeout=20)
+        assert [p["text"] for p in fake.posts] == ["Fixed!"]
