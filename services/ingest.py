@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.clock import now
+from core.rows import insert_row
 from models import Message, Ticket
 from services import tickets as ticket_service
 from services.unread import mark_unread_dirty
@@ -72,6 +72,10 @@ TICKET_FIELD_NAMES = {
 }
 
 
+# The unique key of a ticket's thread (models.Ticket's UniqueConstraint).
+THREAD_KEY_COLUMNS = ("project_id", "channel_source", "thread_key")
+
+
 def _json_metadata(metadata: Any) -> dict[str, Any] | None:
     """The adapter's metadata as stored: plain JSON values only, None when there is none."""
     kept = {str(k): v for k, v in dict(metadata or {}).items() if isinstance(v, str | int | float | bool)}
@@ -110,33 +114,32 @@ def _open_ticket(*, session: Session, project_id: int, msg: Any, key: str) -> tu
     """A new ticket for the message's thread with the message as its first: (ticket, message).
 
     The ticket's INSERT already carries the message's counters and SLA clock (no UPDATE of
-    the row just inserted). In a savepoint: two events opening the same thread
-    at once (Slack's message + app_mention, GitHub's comment before `opened`) meet on the
-    unique thread key, and the loser gets (the winner's ticket, None) to add its message to."""
+    the row just inserted), and both rows are written without the unit of work
+    (core/rows.py). Two events opening the same thread at once (Slack's message +
+    app_mention, GitHub's comment before `opened`) meet on the unique thread key: the
+    loser's INSERT does nothing (ON CONFLICT DO NOTHING, so no savepoint is needed) and it
+    gets (the winner's ticket, None) to add its message to."""
     from services.persons import upsert_person
 
     author = msg.author
     distinct_id = author.distinct_id or (author.email.lower() if author.email else None)
     fields = {k: v for k, v in dict(msg.ticket_fields).items() if k in TICKET_FIELD_NAMES}
-    try:
-        with session.begin_nested():
-            if distinct_id:
-                upsert_person(session=session, project_id=project_id, distinct_id=distinct_id, name=author.name,
-                              email=author.email)
-            ticket = ticket_service.create_ticket(
-                session=session, project_id=project_id, channel_source=msg.channel,
-                channel_detail=msg.channel_detail, thread_key=msg.thread_key, distinct_id=distinct_id,
-                customer_name=author.name, customer_email=author.email.lower() if author.email else None,
-                email_subject=msg.subject, own_number_transaction=True, flush=False, **fields,
-            )
-            message = _add_message(session=session, ticket=ticket, msg=msg, key=key, flush=False)
-            # The ticket first: without a relationship() between them the unit of work does
-            # not know that the message's row needs the ticket's.
-            session.flush([ticket])
-            session.flush()
-    except IntegrityError:
+    if distinct_id:
+        upsert_person(session=session, project_id=project_id, distinct_id=distinct_id, name=author.name,
+                      email=author.email)
+    with session.no_autoflush:  # the SLA policy's query must not write the ticket half-made
+        ticket = ticket_service.create_ticket(
+            session=session, project_id=project_id, channel_source=msg.channel,
+            channel_detail=msg.channel_detail, thread_key=msg.thread_key, distinct_id=distinct_id,
+            customer_name=author.name, customer_email=author.email.lower() if author.email else None,
+            email_subject=msg.subject, own_number_transaction=True, flush=False, **fields,
+        )
+        message = _add_message(session=session, ticket=ticket, msg=msg, key=key, flush=False)
+    if not insert_row(session, ticket, unless_conflict_on=THREAD_KEY_COLUMNS):
+        session.expunge(message)
         return find_ticket_by_thread(session=session, project_id=project_id, channel=msg.channel,
                                      thread_key=msg.thread_key), None
+    insert_row(session, message)
     return ticket, message
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import Person, PersonDistinctId
@@ -28,15 +29,24 @@ def upsert_person(
 ) -> Person:
     """Find the person behind `distinct_id` or create one; fill in what we learned."""
     email = email.strip().lower() if email else None
-    person = session.scalar(_PERSON_BY_DISTINCT_ID, {"project_id": project_id, "distinct_id": distinct_id})
+    key = {"project_id": project_id, "distinct_id": distinct_id}
+    person = session.scalar(_PERSON_BY_DISTINCT_ID, key)
     if person is None:
-        person = Person(project_id=project_id, name=name, email=email, properties=dict(properties or {}),
-                        is_identified=is_identified)
-        session.add(person)
-        session.flush()
-        session.add(PersonDistinctId(project_id=project_id, distinct_id=distinct_id, person_id=person.id))
-        session.flush()
-        return person
+        try:
+            with session.begin_nested():
+                person = Person(project_id=project_id, name=name, email=email, properties=dict(properties or {}),
+                                is_identified=is_identified)
+                session.add(person)
+                session.flush()
+                session.add(PersonDistinctId(project_id=project_id, distinct_id=distinct_id, person_id=person.id))
+                session.flush()
+            return person
+        except IntegrityError:
+            # A new customer's first two messages ingested at once: the other one created
+            # them (and committed: PostgreSQL waits for it before reporting the conflict).
+            person = session.scalar(_PERSON_BY_DISTINCT_ID, key)
+            if person is None:
+                raise
     if name and not person.name:
         person.name = name
     if email and not person.email:

@@ -41,7 +41,13 @@ def sent(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[s
 
     def drain() -> list[str]:
         queue = actors_broker.queues[ingest_event.queue_name]
-        return [Message.decode(data).args[0] for data in iter_queue(queue)]
+        ids = []
+        for data in iter_queue(queue):
+            ids.append(Message.decode(data).args[0])
+            # Taken off the queue is not done with: without this the broker's join() of the
+            # inbound queue, which later tests' workers wait on, would never return.
+            queue.task_done()
+        return ids
 
     return drain
 
