@@ -96,6 +96,11 @@ _TICKET_BY_THREAD = select(Ticket).where(
 _MESSAGE_BY_KEY = select(Message).where(Message.project_id == bindparam("project_id"),
                                         Message.external_id == bindparam("key"))
 _MESSAGE_ID_BY_KEY = _MESSAGE_BY_KEY.with_only_columns(Message.id)
+# A new message's two questions in one round trip: stored already? which ticket has its thread?
+_MESSAGE_AND_THREAD = select(
+    _MESSAGE_ID_BY_KEY.scalar_subquery().label("message_id"),
+    _TICKET_BY_THREAD.with_only_columns(Ticket.id).scalar_subquery().label("ticket_id"),
+)
 
 
 def find_ticket_by_thread(*, session: Session, project_id: int, channel: str, thread_key: str) -> Ticket | None:
@@ -106,8 +111,13 @@ def _find_message(*, session: Session, project_id: int, key: str) -> Message | N
     return session.scalar(_MESSAGE_BY_KEY, {"project_id": project_id, "key": key})
 
 
-def _has_message(*, session: Session, project_id: int, key: str) -> bool:
-    return session.scalar(_MESSAGE_ID_BY_KEY, {"project_id": project_id, "key": key}) is not None
+def _stored_and_thread(*, session: Session, project_id: int, key: str, msg: Any) -> tuple[bool, Ticket | None]:
+    """(whether the message is stored already, the ticket of its thread or None)."""
+    message_id, ticket_id = session.execute(_MESSAGE_AND_THREAD, {
+        "project_id": project_id, "key": key, "channel": msg.channel, "thread_key": msg.thread_key}).one()
+    if message_id is not None:
+        return True, None
+    return False, session.get(Ticket, ticket_id) if ticket_id is not None else None
 
 
 def _open_ticket(*, session: Session, project_id: int, msg: Any, key: str) -> tuple[Ticket | None, Message | None]:
@@ -174,10 +184,9 @@ def apply_inbound(*, session: Session, project_id: int, messages: list[Any]) -> 
     for msg in messages:
         key = _external_key(msg.channel, msg.external_id)
         if msg.kind == MessageKind.NEW:
-            if _has_message(session=session, project_id=project_id, key=key):
+            stored, ticket = _stored_and_thread(session=session, project_id=project_id, key=key, msg=msg)
+            if stored:
                 continue  # de-duplicated by external id
-            ticket = find_ticket_by_thread(session=session, project_id=project_id, channel=msg.channel,
-                                           thread_key=msg.thread_key)
             message = None
             if ticket is None and msg.creates_ticket:
                 ticket, message = _open_ticket(session=session, project_id=project_id, msg=msg, key=key)
