@@ -1,6 +1,9 @@
 """Open-loop HTTP/1.1 load at a fixed rate, in a process of its own.
 
-    python bench/loadgen.py URL RATE < requests.pickle > results.json
+    python bench/loadgen.py URL RATE [--bodies] < requests.pickle > results.json
+
+A request is (headers, body) POSTed to URL, or (headers, body, path) POSTed to that path on
+URL's server. With --bodies each result carries the response body (as text) as well.
 
 Request i is due at start + i / RATE whatever the answers to the earlier ones (no coordinated
 omission) and its latency counts from that due time, so a server that falls behind shows it.
@@ -21,11 +24,12 @@ import sys
 import time
 from urllib.parse import urlsplit
 
-Request = tuple[dict[str, str], bytes]
+Request = tuple[dict[str, str], bytes] | tuple[dict[str, str], bytes, str]
+Result = tuple[float, float | None, int] | tuple[float, float | None, int, str]
 
 
 async def _exchange(host: str, port: int, idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
-                    head: bytes, body: bytes) -> int:
+                    head: bytes, body: bytes) -> tuple[int, bytes]:
     for attempt in (1, 2):
         reader, writer = idle.pop() if idle else await asyncio.open_connection(host, port)
         try:
@@ -41,40 +45,42 @@ async def _exchange(host: str, port: int, idle: list[tuple[asyncio.StreamReader,
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value)
-            await reader.readexactly(length)
+            answer = await reader.readexactly(length)
         except (ConnectionError, asyncio.IncompleteReadError):
             writer.close()
             if attempt == 2:
                 raise
             continue
         idle.append((reader, writer))
-        return int(status_line.split()[1])
+        return int(status_line.split()[1]), answer
     raise AssertionError("unreachable")
 
 
-async def run(url: str, requests: list[Request], rate: float) -> list[tuple[float, float | None, int]]:
-    """(sent at, epoch seconds; latency ms from the due time, or None; HTTP status or 0)."""
+async def run(url: str, requests: list[Request], rate: float, *, bodies: bool = False) -> list[Result]:
+    """(sent at, epoch seconds; latency ms from the due time, or None; HTTP status or 0
+    [; response body]) per request."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    default_path = parts.path + (f"?{parts.query}" if parts.query else "")
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    results: list[tuple[float, float | None, int]] = [(0.0, None, 0)] * len(requests)
+    results: list[Result] = [(0.0, None, 0)] * len(requests)
     start = time.perf_counter() + 0.1
 
-    async def one(i: int, headers: dict[str, str], body: bytes) -> None:
+    async def one(i: int, headers: dict[str, str], body: bytes, path: str) -> None:
         due = start + i / rate
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         sent_at = time.time()
         head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"
                 + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
         try:
-            status = await _exchange(host, port, idle, head, body)
+            status, answer = await _exchange(host, port, idle, head, body)
         except (OSError, asyncio.IncompleteReadError, ValueError):
-            results[i] = (sent_at, None, 0)
+            results[i] = (sent_at, None, 0, "") if bodies else (sent_at, None, 0)
             return
-        results[i] = (sent_at, (time.perf_counter() - due) * 1000, status)
+        latency = (time.perf_counter() - due) * 1000
+        results[i] = (sent_at, latency, status, answer.decode(errors="replace")) if bodies else (sent_at, latency, status)
 
-    await asyncio.gather(*(one(i, h, b) for i, (h, b) in enumerate(requests)))
+    await asyncio.gather(*(one(i, r[0], r[1], r[2] if len(r) > 2 else default_path) for i, r in enumerate(requests)))
     for _, writer in idle:
         writer.close()
     return results
@@ -82,6 +88,7 @@ async def run(url: str, requests: list[Request], rate: float) -> list[tuple[floa
 
 def main() -> None:
     url, rate = sys.argv[1], float(sys.argv[2])
+    bodies = "--bodies" in sys.argv[3:]
     requests: list[Request] = pickle.load(sys.stdin.buffer)
     try:
         import uvloop
@@ -89,7 +96,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    json.dump(asyncio.run(run(url, requests, rate)), sys.stdout)
+    json.dump(asyncio.run(run(url, requests, rate, bodies=bodies)), sys.stdout)
 
 
 if __name__ == "__main__":

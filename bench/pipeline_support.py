@@ -373,6 +373,21 @@ async def open_loop(url: str, events: Sequence[Event], rate: float) -> list[Sent
     return sent
 
 
+async def open_loop_posts(base: str, posts: Sequence[tuple[str, dict[str, str], bytes]],
+                          rate: float) -> list[tuple[float, int, str]]:
+    """(sent at, HTTP status or 0, response body) of each (path, headers, body) POSTed to
+    `base` at a fixed rate by bench/loadgen.py, in a process of its own."""
+    import pickle
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(Path(__file__).with_name("loadgen.py")), base, str(rate), "--bodies",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate(pickle.dumps([(headers, body, path) for path, headers, body in posts]))
+    if proc.returncode:
+        raise RuntimeError(f"bench/loadgen.py exited with {proc.returncode}")
+    return [(sent_at, status, body) for sent_at, _, status, body in json.loads(out)]
+
+
 def summarise_acks(sent: Sequence[Sent]) -> dict[str, Any]:
     lat = [s.latency_ms for s in sent if s.latency_ms is not None]
     return {"n": len(sent), "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "max": pct(lat, 1.0),
