@@ -55,8 +55,14 @@ def dev(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Optio
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port or _default_port(), log_level="info")
 
 
+# Threads per worker process: ingest and triage are CPU-bound, and on the measured 2-core
+# machine 4 beat 8 on every pipeline target (bench/RESULTS.md, "Worker threads, re-measured").
+DEFAULT_WORKER_THREADS = 4
+
+
 @app.command()
-def worker(processes: int = typer.Option(1, "--processes"), threads: int = typer.Option(8, "--threads"),
+def worker(processes: int = typer.Option(1, "--processes"),
+           threads: int = typer.Option(DEFAULT_WORKER_THREADS, "--threads"),
            nice: int = typer.Option(5, "--nice", envvar="TICKETWIRE_WORKER_NICE",
                                     help="CPU priority below the web server's (0 = the same)."),
            queues: str = typer.Option("", "--queues",

@@ -72,6 +72,7 @@ from pipeline_support import (  # noqa: E402
     wrk_script,
 )
 
+from cli import DEFAULT_WORKER_THREADS  # noqa: E402
 from tests.fakes.github_api import FakeGitHub  # noqa: E402
 from tests.fakes.http import Reply  # noqa: E402
 from tests.fakes.slack_api import FakeSlack  # noqa: E402
@@ -101,7 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--web-workers", type=int, default=2)
-    parser.add_argument("--worker-threads", type=int, default=8)
+    parser.add_argument("--worker-threads", type=int, default=DEFAULT_WORKER_THREADS,
+                        help="ticketwire worker --threads (default: the command's own default)")
     parser.add_argument("--worker-processes", type=int, default=2, help="ticketwire worker --processes")
     parser.add_argument("--split-queues", metavar="IN,OUT", default="",
                         help="threads per process for inbound+agent workers (--worker-processes of them) and "
