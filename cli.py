@@ -72,6 +72,15 @@ def worker(processes: int = typer.Option(1, "--processes"),
     import subprocess
     import threading
 
+    import workers.actors  # noqa: F401  (declares the queues)
+    from workers.broker import broker
+
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(chosen) - broker.get_declared_queues())
+    if unknown:  # a typo would start a worker that consumes nothing, silently
+        known = ", ".join(sorted(q for q in broker.get_declared_queues() if not q.endswith(".DQ")))
+        raise typer.BadParameter(f"unknown queue {', '.join(unknown)} (the queues are {known})",
+                                 param_hint="'--queues'")
     # On a machine shared with `serve`, a burst of ingest work must not starve the webhook
     # acknowledgements (vendors time out and retry within seconds); the queue absorbs the
     # burst and the workers catch up when the web server is idle.
@@ -82,7 +91,6 @@ def worker(processes: int = typer.Option(1, "--processes"),
                           "--nice", "0", "--queues", queues])
         for _ in range(processes - 1)
     ]
-    import workers.actors  # noqa: F401
     from core.logs import configure
     from workers.broker import make_worker
 
@@ -90,7 +98,7 @@ def worker(processes: int = typer.Option(1, "--processes"),
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    w = make_worker(threads, queues=[q.strip() for q in queues.split(",") if q.strip()])
+    w = make_worker(threads, queues=chosen)
     w.start()
     typer.echo(f"worker started ({threads} threads)", err=True)
     stop.wait()

@@ -5,6 +5,8 @@ that nothing is lost and nothing is sent twice."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 
 from channels.slack import SlackSigner
 from tests.fakes.slack_api import FakeSlack
-from tests.workers.support import Stack, put_integration, tickets, wait_for
+from tests.workers.support import ROOT, Stack, put_integration, tickets, wait_for
 from tests.workers.support import bootstrap as bootstrap_project
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -126,3 +128,11 @@ def test_workers_given_queues_consume_only_those(stack: Stack) -> None:
         stack.start("deliver", "worker", "--threads", "2", "--queues", "outbound,outbound_paced")
         wait_for(lambda: fake.posts, timeout=20)
         assert [p["text"] for p in fake.posts] == ["Fixed!"]
+
+
+def test_a_worker_given_an_unknown_queue_refuses_to_start(stack: Stack) -> None:
+    """A typo in --queues would otherwise start a worker that consumes nothing."""
+    proc = subprocess.run([sys.executable, "-m", "cli", "worker", "--queues", "inbound,outbuond"], cwd=ROOT,
+                          env=stack.env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "unknown queue outbuond" in proc.stderr and "outbound_paced" in proc.stderr
