@@ -8,6 +8,7 @@ tests/fakes, and the raw baselines measured in the same run:
     .venv/bin/python bench/pipeline.py                          # full run (~15 min on 2 idle cores)
     .venv/bin/python bench/pipeline.py --quick                  # smaller counts (~6 min)
     .venv/bin/python bench/pipeline.py --channels slack,teams   # a subset (default: all three)
+    .venv/bin/python bench/pipeline.py --embedded               # `ticketwire dev`: one process, no Redis
 
 Per channel (Slack events, signed GitHub `issues.opened` deliveries, Teams activities carrying
 an RS256 Bot Connector JWT that the app checks against the fake's OpenID metadata + JWKS):
@@ -22,6 +23,14 @@ run is counted: lost (acknowledged but not stored, or stored but no message) and
 Phases do not overlap: each starts once the workers have ingested the last one's events and
 triaged its tickets (AI triage runs behind ingest; `triage_caught_up_after` says when it
 finished). The reply phase starts after 20 unmeasured warm-up replies.
+
+`--embedded` runs the same phases against the embedded mode instead: one `ticketwire dev`
+process (REDIS_URL unset: Dramatiq's in-process broker, 4 worker threads and the periodic jobs
+beside the API) on the same PostgreSQL, so every row is checked by the same SQL. Its worker
+threads cannot be switched off, so the full-speed acks are measured while they ingest, the
+backlog's replies are posted while they deliver (its clock starts at the first post), triage
+is waited for by `tickets.ai_triage` instead of the Redis queues, and there is no bare
+Dramatiq row (the baselines are the Redis deployment's).
 
 The JSON printed last has every number; the exit status is 1 when anything was lost,
 duplicated, unmatched or left undone (listed under "failures").
@@ -69,6 +78,7 @@ from pipeline_support import (  # noqa: E402
     wait_drained,
     wait_http,
     wait_queues_empty,
+    wait_tickets_triaged,
     wrk_script,
 )
 
@@ -111,6 +121,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="webhooks/s of the inbound-to-ticket rows")
     parser.add_argument("--channels", default=",".join(CHANNELS), help="comma-separated subset of slack,github,teams")
     parser.add_argument("--ack-only", action="store_true", help="only the bare route and the ack throughput")
+    parser.add_argument("--embedded", action="store_true",
+                        help="`ticketwire dev` (in-process broker and workers) instead of serve + worker + scheduler")
     args = parser.parse_args()
     chosen = [c.strip() for c in args.channels.split(",") if c.strip()]
     if not chosen or any(c not in CHANNELS for c in chosen):
@@ -128,8 +140,10 @@ def main() -> None:
         "TICKETWIRE_SEND_RATE_PER_HOUR": "100000000",
     })
     results: dict[str, Any] = {"run": {"quick": args.quick, "channels": chosen, "cpus": os.cpu_count(),
-                                       "load_average_start": load_average(), "web_workers": args.web_workers,
-                                       "worker_threads": args.worker_threads, "split_queues": args.split_queues}}
+                                       "load_average_start": load_average(),
+                                       "web_workers": 1 if args.embedded else args.web_workers,
+                                       "worker_threads": args.worker_threads, "split_queues": args.split_queues,
+                                       "embedded": args.embedded}}
     failures: list[str] = []
     # A SIGTERM (e.g. the job being stopped) still stops the servers and prints the results.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -187,7 +201,16 @@ def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, de
 
     # -- 2. the app, the fakes, the integrations ------------------------------------------
     port = free_port()
-    web = dep.start(py, "-m", "cli", "serve", "--port", str(port), "--workers", str(args.web_workers))
+    if args.embedded:
+        app_env = {k: v for k, v in dep.env.items() if k != "REDIS_URL"}
+        web = dep.start(py, "-m", "cli", "dev", "--port", str(port), env={**app_env, "TICKETWIRE_EMBEDDED_WORKERS": "1"})
+    else:
+        web = dep.start(py, "-m", "cli", "serve", "--port", str(port), "--workers", str(args.web_workers))
+
+    def wait_triaged(timeout: float) -> dict[str, float]:
+        if args.embedded:
+            return wait_tickets_triaged(pg_url, project_id, dep, timeout=timeout)
+        return wait_queues_empty(redis_url, dep, timeout=timeout)
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz")
     headers = {"Authorization": f"Bearer {boot['api_key']}"}
@@ -201,7 +224,8 @@ def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, de
             httpx.put(f"{api}/integrations/{name}", headers=headers, json=load.settings(),
                       timeout=30).raise_for_status()
 
-        # -- 3. acks at full speed, per channel (no workers: the ack path alone) ------------
+        # -- 3. acks at full speed, per channel (no workers: the ack path alone; --embedded:
+        #       with the in-process workers ingesting) -----------------------------------------
         for name, load in loads.items():
             progress(f"{name}: acks at full speed")
             n_prep = seconds * 3000
@@ -229,12 +253,18 @@ def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, de
 
         # -- 4. workers on; drain what the full-speed runs stored -------------------------
         progress("workers on: draining the full-speed runs")
-        start_workers(dep, py, args)
-        dep.start(py, "-m", "cli", "scheduler")
-        stored_all = sql(pg_url, "SELECT count(*) FROM raw_events WHERE project_id = %s", (project_id,))[0][0]
+        if not args.embedded:
+            start_workers(dep, py, args)
+            dep.start(py, "-m", "cli", "scheduler")
+        stored_all, done_before = sql(pg_url, "SELECT count(*), count(*) FILTER (WHERE status NOT IN "
+                                      "('pending', 'processing')) FROM raw_events WHERE project_id = %s",
+                                      (project_id,))[0]
         drain = wait_drained(pg_url, dep, timeout=1800 * scale + 300)
-        drain.update(events=stored_all, per_second=round(stored_all / drain["seconds"], 1) if drain["seconds"] else None)
-        drain["triage_caught_up_after"] = wait_queues_empty(redis_url, dep, timeout=1800 * scale + 300)["seconds"]
+        # --embedded: the worker threads ingested some events while the acks were measured.
+        left_to_drain = stored_all - done_before
+        drain.update(events=stored_all, ingested_before=done_before,
+                     per_second=round(left_to_drain / drain["seconds"], 1) if drain["seconds"] else None)
+        drain["triage_caught_up_after"] = wait_triaged(timeout=1800 * scale + 300)["seconds"]
         results["drain_after_ack_max"] = drain
         progress(f"drained: {drain}")
         if drain["left"]:
@@ -252,7 +282,7 @@ def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, de
             results["slack"]["ack_at_300"] = summarise_acks(sent)
             results["slack"]["ack_at_300"]["drain_after"] = wait_drained(pg_url, dep, timeout=600)
             # Each phase on its own: the next starts once triage of this one's tickets is done.
-            results["slack"]["ack_at_300"]["triage_caught_up_after"] = wait_queues_empty(redis_url, dep, timeout=600)
+            results["slack"]["ack_at_300"]["triage_caught_up_after"] = wait_triaged(timeout=600)
 
         # -- 6. inbound-to-ticket at a fixed rate, per channel -----------------------------
         n_rate = int(10 * args.rate * scale)
@@ -264,7 +294,7 @@ def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, de
             sent = asyncio.run(open_loop(f"{base}{load.path}", events, args.rate))
             ledger.acked_exact[name].update(s.event.event_id for s in sent if s.status == 200)
             drained = wait_drained(pg_url, dep, timeout=600)
-            triaged = wait_queues_empty(redis_url, dep, timeout=600)
+            triaged = wait_triaged(timeout=600)
             row = inbound_to_ticket(pg_url, project_id, name, sent)
             row.update(rate=args.rate, ack=summarise_acks(sent), drain_after_seconds=drained["seconds"],
                        triage_caught_up_after_seconds=round(drained["seconds"] + triaged["seconds"], 1))
@@ -288,6 +318,8 @@ def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, de
     dep.stop_all()
 
     # -- 10. bare Dramatiq no-op actor drained by the same worker settings -------------------
+    if args.embedded:
+        return
     progress("bare Dramatiq")
     results["bare_dramatiq"] = bare_dramatiq(redis_url, dep, int(5000 * scale), args.worker_threads)
 
@@ -394,11 +426,15 @@ def slack_outbound(load: SlackLoad, fake: FakeSlack, base: str, api: str, header
     fake.routes.insert(0, ("POST", re.compile(r"/api/(?P<method>[\w.]+)\Z"), handle))
     backlog_targets = targets[:10]
     n_backlog = int(1000 * scale)
-    for p in [p for p in dep.procs if "worker" in p.args]:
-        dep.stop(p)
-    ids = _post_replies(api, headers, backlog_targets, n_backlog, "backlog")
-    start = time.monotonic()
-    start_workers(dep, py, args)
+    if args.embedded:  # the workers are threads of the web process: they deliver as the replies come
+        start = time.monotonic()
+        ids = _post_replies(api, headers, backlog_targets, n_backlog, "backlog")
+    else:
+        for p in [p for p in dep.procs if "worker" in p.args]:
+            dep.stop(p)
+        ids = _post_replies(api, headers, backlog_targets, n_backlog, "backlog")
+        start = time.monotonic()
+        start_workers(dep, py, args)
     dids = {r[1] for r in _deliveries(pg_url, ids)}
     deadline = start + 3600 * scale + 300
     while len(dids & received.keys()) < n_backlog and time.monotonic() < deadline:

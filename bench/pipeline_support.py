@@ -106,6 +106,21 @@ def wait_queues_empty(redis_url: str, dep: Deployment, *, queues: Sequence[str] 
     return {"seconds": round(time.monotonic() - start, 1), "left": left}
 
 
+def wait_tickets_triaged(pg_url: str, project_id: int, dep: Deployment, *, timeout: float) -> dict[str, float]:
+    """wait_queues_empty for the embedded mode, whose in-process broker the bench cannot see:
+    wait until every ticket of the project has its AI triage (the default settings triage all)."""
+    start = time.monotonic()
+    left = 0
+    while time.monotonic() - start < timeout:
+        dep.check()
+        left = sql(pg_url, "SELECT count(*) FROM tickets WHERE project_id = %s AND ai_triage IS NULL "
+                           "AND deleted_at IS NULL", (project_id,))[0][0]
+        if left == 0:
+            break
+        time.sleep(0.25)
+    return {"seconds": round(time.monotonic() - start, 1), "left": left}
+
+
 # -- processes ------------------------------------------------------------------------------
 
 
