@@ -76,9 +76,10 @@ def worker(processes: int = typer.Option(1, "--processes"),
     from workers.broker import broker
 
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = sorted(set(chosen) - broker.get_declared_queues())
+    declared = broker.get_declared_queues()
+    unknown = sorted(set(chosen) - declared)
     if unknown:  # a typo would start a worker that consumes nothing, silently
-        known = ", ".join(sorted(q for q in broker.get_declared_queues() if not q.endswith(".DQ")))
+        known = ", ".join(sorted(q for q in declared if not q.endswith(".DQ")))
         raise typer.BadParameter(f"unknown queue {', '.join(unknown)} (the queues are {known})",
                                  param_hint="'--queues'")
     # On a machine shared with `serve`, a burst of ingest work must not starve the webhook

@@ -201,9 +201,9 @@ def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, de
 
     # -- 2. the app, the fakes, the integrations ------------------------------------------
     port = free_port()
-    if args.embedded:
-        app_env = {k: v for k, v in dep.env.items() if k != "REDIS_URL"}
-        web = dep.start(py, "-m", "cli", "dev", "--port", str(port), env={**app_env, "TICKETWIRE_EMBEDDED_WORKERS": "1"})
+    if args.embedded:  # no REDIS_URL: the in-process broker, with the worker threads on
+        embedded_env = {k: v for k, v in dep.env.items() if k != "REDIS_URL"} | {"TICKETWIRE_EMBEDDED_WORKERS": "1"}
+        web = dep.start(py, "-m", "cli", "dev", "--port", str(port), env=embedded_env)
     else:
         web = dep.start(py, "-m", "cli", "serve", "--port", str(port), "--workers", str(args.web_workers))
 
@@ -211,6 +211,7 @@ def run(args: argparse.Namespace, chosen: list[str], scale: float, tmp: Path, de
         if args.embedded:
             return wait_tickets_triaged(pg_url, project_id, dep, timeout=timeout)
         return wait_queues_empty(redis_url, dep, timeout=timeout)
+
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz")
     headers = {"Authorization": f"Bearer {boot['api_key']}"}

@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,17 +72,24 @@ def sql(pg_url: str, query: str, params: Sequence[Any] | None = None) -> list[tu
         return list(conn.execute(query, params).fetchall())  # type: ignore[arg-type]
 
 
-def wait_drained(pg_url: str, dep: Deployment, *, timeout: float) -> dict[str, float]:
-    """Wait until no raw event is pending or processing; how long it took and what was left."""
+def _wait_until_none_left(count: Callable[[], int], dep: Deployment, timeout: float) -> dict[str, float]:
+    """Poll `count()` until it is 0 (or `timeout`): how long it took and what was left."""
     start = time.monotonic()
     left = 0
     while time.monotonic() - start < timeout:
         dep.check()
-        left = sql(pg_url, "SELECT count(*) FROM raw_events WHERE status IN ('pending','processing')")[0][0]
+        left = count()
         if left == 0:
             break
         time.sleep(0.25)
     return {"seconds": round(time.monotonic() - start, 1), "left": left}
+
+
+def wait_drained(pg_url: str, dep: Deployment, *, timeout: float) -> dict[str, float]:
+    """Wait until no raw event is pending or processing; how long it took and what was left."""
+    return _wait_until_none_left(
+        lambda: sql(pg_url, "SELECT count(*) FROM raw_events WHERE status IN ('pending','processing')")[0][0],
+        dep, timeout)
 
 
 def wait_queues_empty(redis_url: str, dep: Deployment, *, queues: Sequence[str] = ("inbound", "agent"),
@@ -95,30 +102,16 @@ def wait_queues_empty(redis_url: str, dep: Deployment, *, queues: Sequence[str] 
 
     client = redis.Redis.from_url(redis_url)
     keys = [f"dramatiq:{q}{suffix}.msgs" for q in queues for suffix in ("", ".DQ")]
-    start = time.monotonic()
-    left = 0
-    while time.monotonic() - start < timeout:
-        dep.check()
-        left = sum(int(client.hlen(key)) for key in keys)
-        if left == 0:
-            break
-        time.sleep(0.25)
-    return {"seconds": round(time.monotonic() - start, 1), "left": left}
+    return _wait_until_none_left(lambda: sum(int(client.hlen(key)) for key in keys), dep, timeout)
 
 
 def wait_tickets_triaged(pg_url: str, project_id: int, dep: Deployment, *, timeout: float) -> dict[str, float]:
     """wait_queues_empty for the embedded mode, whose in-process broker the bench cannot see:
     wait until every ticket of the project has its AI triage (the default settings triage all)."""
-    start = time.monotonic()
-    left = 0
-    while time.monotonic() - start < timeout:
-        dep.check()
-        left = sql(pg_url, "SELECT count(*) FROM tickets WHERE project_id = %s AND ai_triage IS NULL "
-                           "AND deleted_at IS NULL", (project_id,))[0][0]
-        if left == 0:
-            break
-        time.sleep(0.25)
-    return {"seconds": round(time.monotonic() - start, 1), "left": left}
+    return _wait_until_none_left(
+        lambda: sql(pg_url, "SELECT count(*) FROM tickets WHERE project_id = %s AND ai_triage IS NULL "
+                            "AND deleted_at IS NULL", (project_id,))[0][0],
+        dep, timeout)
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -371,36 +364,33 @@ class Sent:
     status: int | None = None
 
 
-async def open_loop(url: str, events: Sequence[Event], rate: float) -> list[Sent]:
-    """Send at a fixed rate regardless of answers (no coordinated omission), from
-    bench/loadgen.py in a process of its own; latency counts from each request's due time."""
+async def _loadgen(url: str, requests: list[tuple[Any, ...]], rate: float, *flags: str) -> list[list[Any]]:
+    """bench/loadgen.py's results for `requests`, sent from a process of its own."""
     import pickle
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).with_name("loadgen.py")), url, str(rate),
+        sys.executable, str(Path(__file__).with_name("loadgen.py")), url, str(rate), *flags,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-    out, _ = await proc.communicate(pickle.dumps([(e.headers, e.body) for e in events]))
+    out, _ = await proc.communicate(pickle.dumps(requests))
     if proc.returncode:
         raise RuntimeError(f"bench/loadgen.py exited with {proc.returncode}")
-    sent = []
-    for event, (sent_at, latency_ms, status) in zip(events, json.loads(out), strict=True):
-        sent.append(Sent(event, sent_at, latency_ms, status or None))
-    return sent
+    return list(json.loads(out))
+
+
+async def open_loop(url: str, events: Sequence[Event], rate: float) -> list[Sent]:
+    """Send at a fixed rate regardless of answers (no coordinated omission), from
+    bench/loadgen.py in a process of its own; latency counts from each request's due time."""
+    results = await _loadgen(url, [(e.headers, e.body) for e in events], rate)
+    return [Sent(event, sent_at, latency_ms, status or None)
+            for event, (sent_at, latency_ms, status) in zip(events, results, strict=True)]
 
 
 async def open_loop_posts(base: str, posts: Sequence[tuple[str, dict[str, str], bytes]],
                           rate: float) -> list[tuple[float, int, str]]:
     """(sent at, HTTP status or 0, response body) of each (path, headers, body) POSTed to
     `base` at a fixed rate by bench/loadgen.py, in a process of its own."""
-    import pickle
-
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(Path(__file__).with_name("loadgen.py")), base, str(rate), "--bodies",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-    out, _ = await proc.communicate(pickle.dumps([(headers, body, path) for path, headers, body in posts]))
-    if proc.returncode:
-        raise RuntimeError(f"bench/loadgen.py exited with {proc.returncode}")
-    return [(sent_at, status, body) for sent_at, _, status, body in json.loads(out)]
+    results = await _loadgen(base, [(headers, body, path) for path, headers, body in posts], rate, "--bodies")
+    return [(sent_at, status, body) for sent_at, _, status, body in results]
 
 
 def summarise_acks(sent: Sequence[Sent]) -> dict[str, Any]:
